@@ -269,6 +269,17 @@ class RateLimited(ApiError):
     message = "Too many requests were attempted too quickly."
 
 
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying the work that raised ``exc`` can help.
+
+    Registry errors say so themselves (``wrong_video`` never, ``technical_issues`` always); anything
+    else (an OSError, a lost worker, a timeout) is an infrastructure fault and worth a retry.
+    """
+    if isinstance(exc, FilmroomError):
+        return exc.retryable
+    return not isinstance(exc, ValueError | TypeError | KeyError | AssertionError)
+
+
 def error_for(code: str, details: str | None = None, **context: Any) -> FilmroomError:
     """An instance of the registered error for ``code`` (``Other`` for an unknown code)."""
     return REGISTRY.get(code, Other)(details, **context)

@@ -132,6 +132,20 @@ class WebhookSettings(BaseModel):
         description="Callback hosts or CIDRs allowed even though they are loopback/private "
         "(e.g. 127.0.0.1 in tests).",
     )
+    dispatch_in_api: bool = Field(
+        default=True,
+        description="Run the outbox dispatcher as a background thread of the API process; set false "
+        "when a standalone `filmroom dispatcher` drains the outbox instead.",
+    )
+    poll_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the dispatcher looks for due deliveries."
+    )
+    concurrency: int = Field(default=4, ge=1, le=64, description="Deliveries the dispatcher sends at once.")
+    retry_after_cap_s: float = Field(
+        default=37500.0,
+        gt=0,
+        description="Longest receiver Retry-After honoured; a longer one is cut to this (not scaled).",
+    )
 
 
 class ApiSettings(BaseModel):
@@ -153,6 +167,22 @@ class ApiSettings(BaseModel):
     )
     redis_url: str | None = Field(
         default=None, description="Redis URL for rate-limit counters; unset keeps them in memory."
+    )
+    submit_rate_limit: str = Field(
+        default="30/minute",
+        description="Extra, stricter per-API-key limit on job submissions (POST /v1/jobs), "
+        "counted on top of rate_limit.",
+    )
+    eta_default_run_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Assumed wall-clock seconds of one run while no finished run has been measured yet.",
+    )
+    eta_sample_size: int = Field(
+        default=20, ge=1, description="Recent successful runs whose durations estimate the next ones."
+    )
+    eta_parallel_runs: int = Field(
+        default=1, ge=1, description="Runs the deployment processes at once (how fast the queue drains)."
     )
 
 

@@ -198,6 +198,14 @@ class Manifest(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict, description="Seconds spent per stage.")
     row_counts: dict[str, int] = Field(default_factory=dict, description="Rows per written table.")
     error_code: str | None = Field(default=None, description="Error registry code if the run failed.")
+    videos: list[dict[str, Any]] = Field(
+        default_factory=list, description="What ingest probed: one entry per camera angle."
+    )
+    stage_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="Cache key (inputs + params + code version) each finished stage ran with; "
+        "a re-run skips a stage whose key still matches.",
+    )
     created_at: datetime = Field(default_factory=_now, description="When the manifest was created (UTC).")
     updated_at: datetime = Field(default_factory=_now, description="Last update (UTC).")
 
@@ -206,7 +214,7 @@ class Manifest(BaseModel):
         return cls(tenant=ref.tenant, event_id=ref.event_id, run_id=ref.run_id)
 
 
-_MERGED_FIELDS: Final = frozenset({"params", "timings", "row_counts", "table_versions"})
+_MERGED_FIELDS: Final = frozenset({"params", "timings", "row_counts", "table_versions", "stage_keys"})
 _FIXED_FIELDS: Final = frozenset({"tenant", "event_id", "run_id", "created_at"})
 
 
@@ -309,6 +317,54 @@ class ArtifactStore:
         check_metadata(table, data.schema.metadata)
         return validate_table(table, data)
 
+    # --- per-chunk parts (intermediate results of mapped stages) ---
+
+    def _part_path(self, ref: RunRef, name: str, index: int) -> str:
+        return f"{self._run_dir(ref)}/parts/{table_name(name).value}/part-{index:05d}.parquet"
+
+    def write_part(self, ref: RunRef, name: str, index: int, data: TableLike) -> ArtifactRef:
+        """One chunk's share of a table, validated against the table's schema, written atomically.
+
+        Parts live under ``<run>/parts/<table>/part-NNNNN.parquet``: the analysts' ``**/<table>.parquet``
+        glob never sees them, and a re-run finds the chunks it already finished.
+        """
+        table = table_name(name)
+        checked = validate_table(table, data)
+
+        def write(sink: Sink) -> None:
+            pq.write_table(checked, sink, compression=PARQUET_COMPRESSION)
+
+        path = self._part_path(ref, table, index)
+        self._write_atomic(path, write)
+        return ArtifactRef(
+            ref, f"{table.value}[{index}]", self._url(path), checked.num_rows, TABLE_VERSIONS[table]
+        )
+
+    def read_part(self, ref: RunRef, name: str, index: int) -> pa.Table:
+        """One chunk's part (FileNotFoundError if that chunk has not finished)."""
+        table = table_name(name)
+        with self.fs.open(self._part_path(ref, table, index), "rb") as f, pq.ParquetFile(f) as parquet:
+            data = parquet.read()
+        check_metadata(table, data.schema.metadata)
+        return validate_table(table, data)
+
+    def part_ref(self, ref: RunRef, name: str, index: int) -> ArtifactRef:
+        """The reference of a part already written (rows read from the Parquet footer)."""
+        table = table_name(name)
+        path = self._part_path(ref, table, index)
+        with self.fs.open(path, "rb") as f:
+            rows = pq.ParquetFile(f).metadata.num_rows
+        return ArtifactRef(ref, f"{table.value}[{index}]", self._url(path), rows, TABLE_VERSIONS[table])
+
+    def delete_parts(self, ref: RunRef, name: str) -> None:
+        """Forget every part of a table (their inputs or params changed)."""
+        folder = f"{self._run_dir(ref)}/parts/{table_name(name).value}"
+        if self.fs.exists(folder):
+            self.fs.rm(folder, recursive=True)
+
+    def has_part(self, ref: RunRef, name: str, index: int) -> bool:
+        return bool(self.fs.exists(self._part_path(ref, table_name(name), index)))
+
     # --- documents ---
 
     def write_json(self, ref: RunRef, name: str, obj: Any) -> str:
@@ -398,7 +454,7 @@ class ArtifactStore:
     def update_manifest(self, ref: RunRef, **changes: Any) -> Manifest:
         """Atomic read-modify-write of ``manifest.json`` (created on first use); the new manifest.
 
-        ``params``, ``timings``, ``row_counts`` and ``table_versions`` are merged key by key
+        ``params``, ``timings``, ``row_counts``, ``table_versions`` and ``stage_keys`` are merged key by key
         (``timings={"cluster": 3.2}`` adds one stage); other fields are replaced.
         ``updated_at`` is set to now.
         """

@@ -336,6 +336,17 @@ def get_run(session: Session, *, tenant_id: str, run_id: str) -> Run | None:
     return session.exec(select(Run).where(Run.id == run_id, Run.tenant_id == tenant_id)).first()
 
 
+def get_run_by_id(session: Session, *, run_id: str) -> Run | None:
+    """A run by id across tenants: for the flow and the reconciler, never for an API route."""
+    return session.get(Run, run_id)
+
+
+def list_active_runs(session: Session) -> list[Run]:
+    """Runs not yet finished (queued, processing, completed), oldest first: what the reconciler watches."""
+    unfinished = [RunStatus.queued, RunStatus.processing, RunStatus.completed]
+    return list(session.exec(select(Run).where(col(Run.status).in_(unfinished)).order_by(col(Run.created_at))))
+
+
 def get_run_by_job_id(session: Session, *, tenant_id: str, job_id: str) -> Run | None:
     if not is_job_id(job_id):  # PostgreSQL's uuid column would refuse the comparison
         return None

@@ -1,0 +1,113 @@
+"""How a run's status follows its flow: written by the flow at stage boundaries and by its state hooks,
+and settled by the reconciler when a flow died without a word.
+
+filmroom's database is the system of record (the API never asks Prefect); Prefect's flow-run *state
+types* (not names, which change between releases) are only read to settle runs nobody reported on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prefect.client.schemas.objects import StateType
+
+from infra import errors
+from storage.db import session_scope
+from storage.models import RunStatus
+from storage.repo import (
+    append_run_error,
+    get_run_by_id,
+    list_active_runs,
+    transition_run,
+    update_run_progress,
+)
+
+S = RunStatus
+
+# Prefect flow-run state type → the status the run must at least have reached.
+STATE_TYPE_STATUS: dict[StateType, RunStatus] = {
+    StateType.SCHEDULED: S.queued,
+    StateType.PENDING: S.queued,
+    StateType.RUNNING: S.processing,
+    StateType.PAUSED: S.processing,
+    StateType.CANCELLING: S.processing,
+    StateType.COMPLETED: S.file_ready,
+    StateType.FAILED: S.failed,
+    StateType.CRASHED: S.failed,
+    StateType.CANCELLED: S.failed,
+}
+TERMINAL_TYPES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+FINISHED = {S.failed, S.file_ready, S.file_failed}
+
+
+def code_for(exc: BaseException | None) -> tuple[str, str]:
+    """The registry code and message a failure is recorded with."""
+    if isinstance(exc, errors.FilmroomError):
+        return exc.code, exc.details
+    if exc is None:
+        return errors.TechnicalIssues.code, errors.TechnicalIssues.message
+    # Never store raw exception text for clients: it may hold paths or internals.
+    return errors.InternalServerError.code, f"{errors.InternalServerError.message} ({type(exc).__name__})"
+
+
+def mark(run_id: str, status: RunStatus, *, error: BaseException | None = None, **fields: Any) -> None:
+    """Move the run to ``status`` (idempotent); failures record their registry code."""
+    with session_scope() as session:
+        run = get_run_by_id(session, run_id=run_id)
+        if run is None or (RunStatus(run.status) in FINISHED and status != S.queued):
+            return
+        if status in (S.failed, S.file_failed):
+            code, message = code_for(error)
+            transition_run(
+                session, run_id=run_id, status=status, error_code=code, error_message=message, **fields
+            )
+        else:
+            transition_run(session, run_id=run_id, status=status, **fields)
+
+
+def record_error(run_id: str, error: BaseException) -> None:
+    code, message = code_for(error)
+    with session_scope() as session:
+        append_run_error(session, run_id=run_id, code=code, message=message)
+
+
+def progress(run_id: str, stage: str, fraction: float, eta: datetime | None) -> None:
+    with session_scope() as session:
+        update_run_progress(session, run_id=run_id, stage=stage, fraction=fraction, eta=eta)
+
+
+def settle(
+    run_id: str, state_type: StateType | None, heartbeat_age: timedelta | None, stale_after: timedelta
+) -> str:
+    """Decide what a non-finished run becomes given its flow run's state; returns what was done."""
+    if state_type in (StateType.FAILED, StateType.CRASHED):
+        mark(run_id, S.failed, error=errors.TechnicalIssues("the flow run ended without reporting"))
+        return "failed"
+    if state_type is StateType.CANCELLED:
+        mark(run_id, S.failed, error=errors.Cancelled())
+        return "cancelled"
+    if state_type is None or (heartbeat_age is not None and heartbeat_age > stale_after):
+        if state_type in (StateType.SCHEDULED, StateType.PENDING) and heartbeat_age is None:
+            return "waiting"
+        mark(run_id, S.failed, error=errors.TechnicalIssues("the flow run stopped sending heartbeats"))
+        return "stale"
+    return "ok"
+
+
+async def reconcile_once(client: Any, stale_after: timedelta) -> dict[str, str]:
+    """Compare every unfinished run with its Prefect flow run and settle the dead ones."""
+    outcome: dict[str, str] = {}
+    with session_scope() as session:
+        runs = [(r.id, r.flow_run_id, r.updated_at) for r in list_active_runs(session)]
+    now = datetime.now(UTC)
+    for run_id, flow_run_id, updated_at in runs:
+        if not flow_run_id:
+            continue
+        try:
+            flow_run = await client.read_flow_run(flow_run_id)
+            state_type = flow_run.state.type if flow_run.state else None
+        except Exception:  # the flow run was deleted or Prefect pruned it
+            state_type = None
+        outcome[run_id] = settle(run_id, state_type, now - updated_at, stale_after)
+    return outcome

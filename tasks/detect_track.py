@@ -1,0 +1,227 @@
+"""detect_track: decode one chunk, sample it at the analysis rate, detect people in batches, track them.
+
+Frames are sampled on the *global* frame grid (frame index divisible by the stride), so two chunks that
+overlap sample exactly the same frames there — which is what lets stitch match their tracks.
+PyAV scales each sampled frame straight to the model's input size (swscale is cheaper than converting
+the full 720p frame and resizing it again); boxes are scaled back to source pixels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import polars as pl
+from prefect import task
+from pydantic import BaseModel, Field
+
+from storage.artifacts import ArtifactRef, RunRef
+from tasks.common import retry_transient, store
+from tasks.detector import FrameBoxes, detect_batch, load_model
+from tasks.ingest import Chunk
+
+
+class DetectParams(BaseModel):
+    """Everything that changes detect_track's output (part of the stage cache key)."""
+
+    weights: str = Field(default="", description="YOLO weights; empty = bundled detector.")
+    imgsz: int = 640
+    conf: float = 0.25
+    iou: float = 0.7
+    analysis_fps: float = 5.0
+    batch: int = 8
+    tracker: str = "bytetrack"
+    track_buffer_s: float = 3.0
+    threads: int = 1
+
+
+DETECTION_COLUMNS = {
+    "angle": pl.Utf8,
+    "chunk": pl.Int32,
+    "frame": pl.Int32,
+    "time_s": pl.Float64,
+    "x1": pl.Float32,
+    "y1": pl.Float32,
+    "x2": pl.Float32,
+    "y2": pl.Float32,
+    "conf": pl.Float32,
+    "cls": pl.Int16,
+    "local_track_id": pl.Int32,
+}
+
+
+@dataclass
+class SampledFrame:
+    frame: int
+    time_s: float
+    image: np.ndarray  # BGR at model scale
+    scale: float  # source pixels per model pixel
+
+
+@dataclass
+class ChunkStats:
+    decoded: int = 0
+    sampled: int = 0
+    decode_s: float = 0.0
+    infer_s: float = 0.0
+    track_s: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def frame_stride(fps: float, analysis_fps: float) -> int:
+    return max(1, round(fps / analysis_fps))
+
+
+def model_size(width: int, height: int, imgsz: int) -> tuple[int, int]:
+    """The frame size PyAV scales to: long side = imgsz, even dimensions."""
+    scale = imgsz / max(width, height)
+    return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
+
+
+def sample_frames(chunk: Chunk, analysis_fps: float, imgsz: int, stats: ChunkStats) -> Iterator[SampledFrame]:
+    """Decode ``[chunk.start_s, chunk.decode_end_s)`` and yield the frames on the sampling grid."""
+    with av.open(chunk.path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.thread_count = 1
+        tb = float(stream.time_base or 0)
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        origin = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        stride = frame_stride(fps, analysis_fps)
+        width, height = model_size(stream.codec_context.width, stream.codec_context.height, imgsz)
+        scale = stream.codec_context.width / width
+        if chunk.start_s > origin:
+            container.seek(int(chunk.start_s / tb), stream=stream, backward=True)
+        half_frame = 0.5 / fps
+        started = time.perf_counter()
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            t = float(frame.pts * tb)
+            if t < chunk.start_s - half_frame:
+                continue
+            if t >= chunk.decode_end_s - half_frame:
+                break
+            stats.decoded += 1
+            index = round((t - origin) * fps)
+            if index % stride:
+                continue
+            image = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
+            stats.decode_s += time.perf_counter() - started
+            yield SampledFrame(index, t - origin, image, scale)
+            started = time.perf_counter()
+        stats.decode_s += time.perf_counter() - started
+
+
+def make_tracker(kind: str, analysis_fps: float, track_buffer_s: float) -> Any:
+    """An ultralytics tracker configured from its own YAML, with the buffer expressed in seconds."""
+    from ultralytics.trackers.track import TRACKER_MAP
+    from ultralytics.utils import YAML, IterableSimpleNamespace
+    from ultralytics.utils.checks import check_yaml
+
+    cfg = IterableSimpleNamespace(**YAML.load(check_yaml(f"{kind}.yaml")))
+    if getattr(cfg, "with_reid", False):
+        cfg.with_reid = False  # a ReID model would need a download; appearance is handled by embed
+    # BYTETracker keeps lost tracks for track_buffer * frame_rate / 30 frames.
+    cfg.track_buffer = max(1, round(track_buffer_s * 30))
+    if hasattr(cfg, "gmc_method"):
+        cfg.gmc_method = "sparseOptFlow"  # camera pans: compensate global motion for BoT-SORT
+    tracker_class: Any = TRACKER_MAP[kind]
+    return tracker_class(args=cfg, frame_rate=max(1, round(analysis_fps)))
+
+
+class _TrackerInput:
+    """The minimal numpy-backed Boxes view ultralytics' trackers read (conf, cls, xywh, xyxy, [mask])."""
+
+    def __init__(self, boxes: FrameBoxes) -> None:
+        self.xyxy = boxes.xyxy
+        self.conf = boxes.conf
+        self.cls = boxes.cls.astype(np.float32)
+        xy = (boxes.xyxy[:, :2] + boxes.xyxy[:, 2:]) / 2
+        wh = boxes.xyxy[:, 2:] - boxes.xyxy[:, :2]
+        self.xywh = np.concatenate([xy, wh], axis=1)
+
+    def __len__(self) -> int:
+        return int(self.conf.shape[0])
+
+    def __getitem__(self, mask: Any) -> _TrackerInput:
+        sub = FrameBoxes(self.xyxy[mask], self.conf[mask], self.cls[mask].astype(np.int16))
+        return _TrackerInput(sub)
+
+
+def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame, ChunkStats]:
+    """Detections with chunk-local track ids for every sampled frame of ``chunk`` (pure but for decoding)."""
+    model = load_model(params.weights, params.threads)
+    tracker = make_tracker(params.tracker, params.analysis_fps, params.track_buffer_s)
+    stats = ChunkStats()
+    rows: list[dict[str, Any]] = []
+    batch: list[SampledFrame] = []
+
+    def flush() -> None:
+        started = time.perf_counter()
+        detections = detect_batch(
+            model, [s.image for s in batch], imgsz=params.imgsz, conf=params.conf, iou=params.iou
+        )
+        stats.infer_s += time.perf_counter() - started
+        started = time.perf_counter()
+        for sampled, boxes in zip(batch, detections, strict=True):
+            rows.extend(_track_frame(tracker, chunk, sampled, boxes))
+        stats.track_s += time.perf_counter() - started
+        stats.sampled += len(batch)
+        batch.clear()
+
+    for sampled in sample_frames(chunk, params.analysis_fps, params.imgsz, stats):
+        batch.append(sampled)
+        if len(batch) >= params.batch:
+            flush()
+    if batch:
+        flush()
+    return pl.DataFrame(rows, schema=DETECTION_COLUMNS), stats
+
+
+def _track_frame(
+    tracker: Any, chunk: Chunk, sampled: SampledFrame, boxes: FrameBoxes
+) -> list[dict[str, Any]]:
+    tracked = tracker.update(_TrackerInput(boxes), sampled.image)
+    track_of = {int(row[7]): int(row[4]) for row in tracked} if len(tracked) else {}
+    out = []
+    for i in range(len(boxes)):
+        x1, y1, x2, y2 = (float(v) * sampled.scale for v in boxes.xyxy[i])
+        out.append(
+            {
+                "angle": chunk.angle,
+                "chunk": chunk.index,
+                "frame": sampled.frame,
+                "time_s": sampled.time_s,
+                "x1": x1,
+                "y1": y1,
+                "x2": x2,
+                "y2": y2,
+                "conf": float(boxes.conf[i]),
+                "cls": int(boxes.cls[i]),
+                "local_track_id": track_of.get(i),
+            }
+        )
+    return out
+
+
+@task(
+    name="detect_track",
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=retry_transient,
+    task_run_name="detect_track-{chunk.angle}-{chunk.index}",
+)
+def detect_track_task(ref: RunRef, chunk: Chunk, params: DetectParams) -> ArtifactRef:
+    """One chunk → its detections part (skipped when a previous attempt already wrote it)."""
+    artifacts = store()
+    if artifacts.has_part(ref, "detections", chunk.index):
+        return artifacts.part_ref(ref, "detections", chunk.index)
+    table, _ = detect_track_chunk(chunk, params)
+    return artifacts.write_part(
+        ref, "detections", chunk.index, table.with_columns(track_id=pl.lit(None, pl.Int64))
+    )

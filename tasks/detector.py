@@ -1,0 +1,106 @@
+"""The person detector: ultralytics YOLO behind one adapter.
+
+Ultralytics objects stop here: :func:`boxes_from_results` turns ``Results`` into plain arrays, and the
+rest of filmroom only sees filmroom's detections table. The model is loaded once per process (each Dask
+worker keeps its own) and reused across chunks.
+
+Offline: ultralytics is imported only after ``YOLO_OFFLINE``/``YOLO_AUTOINSTALL`` are set and its
+config dir points somewhere writable, so import, predict and track never try the network.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ultralytics import YOLO
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+BUNDLED_WEIGHTS = MODELS_DIR / "filmroom-person-v1.onnx"
+PERSON_CLASS = 0
+
+_offline_lock = threading.Lock()
+
+
+def ensure_offline(config_dir: Path | None = None) -> None:
+    """Make ultralytics work without a network before it is first imported (idempotent)."""
+    with _offline_lock:
+        # These are ultralytics' own switches; setting them is how filmroom tells it to stay offline.
+        os.environ.setdefault("YOLO_OFFLINE", "1")  # noqa: TID251
+        os.environ.setdefault("YOLO_AUTOINSTALL", "0")  # noqa: TID251
+        if "YOLO_CONFIG_DIR" not in os.environ:  # noqa: TID251
+            target = config_dir or Path.home() / ".cache" / "filmroom" / "ultralytics"
+            target.mkdir(parents=True, exist_ok=True)
+            os.environ["YOLO_CONFIG_DIR"] = str(target)  # noqa: TID251
+
+
+def resolve_weights(weights: str) -> Path:
+    """The configured weights, or filmroom's bundled detector when none is set."""
+    return Path(weights).expanduser() if weights else BUNDLED_WEIGHTS
+
+
+@lru_cache(maxsize=4)
+def load_model(weights: str, threads: int = 1) -> YOLO:
+    """Load a YOLO model once per process (per Dask worker)."""
+    ensure_offline()
+    if threads > 0:
+        # onnxruntime and torch both honour this; one thread per Dask worker avoids oversubscription.
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # noqa: TID251
+        import torch
+
+        torch.set_num_threads(threads)
+    from ultralytics import YOLO
+
+    path = resolve_weights(weights)
+    if not path.exists():
+        raise FileNotFoundError(f"detector weights not found: {path}")
+    return YOLO(str(path), task="detect")
+
+
+@dataclass(frozen=True)
+class FrameBoxes:
+    """One frame's detections as plain arrays (xyxy in the pixels of the image given to the model)."""
+
+    xyxy: np.ndarray  # (n, 4) float32
+    conf: np.ndarray  # (n,) float32
+    cls: np.ndarray  # (n,) int16
+
+    def __len__(self) -> int:
+        return int(self.conf.shape[0])
+
+
+def boxes_from_results(result: Any) -> FrameBoxes:
+    """The adapter: one ultralytics ``Results`` → :class:`FrameBoxes` (library objects stop here)."""
+    boxes = result.boxes
+    if boxes is None or len(boxes) == 0:
+        return FrameBoxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int16))
+    boxes = boxes.cpu().numpy()
+    return FrameBoxes(
+        boxes.xyxy.astype(np.float32),
+        boxes.conf.astype(np.float32),
+        boxes.cls.astype(np.int16),
+    )
+
+
+def detect_batch(
+    model: YOLO, frames: list[np.ndarray], *, imgsz: int, conf: float, iou: float
+) -> list[FrameBoxes]:
+    """Run the detector over a batch of BGR frames; person class only."""
+    results = model.predict(
+        frames,
+        imgsz=imgsz,
+        conf=conf,
+        iou=iou,
+        classes=[PERSON_CLASS],
+        device="cpu",
+        verbose=False,
+        batch=len(frames),
+    )
+    return [boxes_from_results(r) for r in results]

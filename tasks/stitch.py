@@ -1,0 +1,142 @@
+"""stitch: chunk-local track ids → global track ids, matched through the chunks' overlap.
+
+Chunk k decodes ``[start_k, end_k + overlap)`` and chunk k+1 starts at ``end_k``, so both tracked the
+frames in ``[end_k, end_k + overlap)``. A track of chunk k and a track of chunk k+1 that cover the same
+boxes there (mean IoU over their shared frames, assigned one-to-one with the Hungarian method) are the
+same person and get one global id. Every frame then keeps only the rows of the chunk that owns it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+from prefect import task
+from scipy.optimize import linear_sum_assignment
+
+from storage.artifacts import ArtifactRef, RunRef
+from tasks.common import retry_transient, store
+from tasks.ingest import Chunk
+
+DETECTION_TABLE_COLUMNS = [
+    "angle",
+    "chunk",
+    "frame",
+    "time_s",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "conf",
+    "cls",
+    "track_id",
+    "local_track_id",
+]
+MIN_SHARED_FRAMES = 1
+MIN_MEAN_IOU = 0.5
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of two (n, 4) xyxy arrays."""
+    x1 = np.maximum(a[:, 0], b[:, 0])
+    y1 = np.maximum(a[:, 1], b[:, 1])
+    x2 = np.minimum(a[:, 2], b[:, 2])
+    y2 = np.minimum(a[:, 3], b[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+def match_overlap(before: pl.DataFrame, after: pl.DataFrame) -> dict[int, int]:
+    """Map local track ids of ``after`` to those of ``before`` that follow the same boxes in the overlap."""
+    left = before.filter(pl.col("local_track_id").is_not_null())
+    right = after.filter(pl.col("local_track_id").is_not_null())
+    if left.is_empty() or right.is_empty():
+        return {}
+    pairs = left.join(right, on="frame", suffix="_r")
+    if pairs.is_empty():
+        return {}
+    coords = ["x1", "y1", "x2", "y2"]
+    iou = _iou(pairs.select(coords).to_numpy(), pairs.select([f"{c}_r" for c in coords]).to_numpy())
+    scored = (
+        pairs.select("local_track_id", "local_track_id_r", "frame")
+        .with_columns(iou=pl.Series(iou))
+        .group_by("local_track_id", "local_track_id_r")
+        .agg(pl.col("iou").sum().alias("iou_sum"), pl.len().alias("shared"))
+    )
+    scored = scored.with_columns(mean_iou=pl.col("iou_sum") / pl.col("shared"))
+    ids_l = sorted(scored["local_track_id"].unique().to_list())
+    ids_r = sorted(scored["local_track_id_r"].unique().to_list())
+    cost = np.ones((len(ids_l), len(ids_r)))
+    index_l = {v: i for i, v in enumerate(ids_l)}
+    index_r = {v: i for i, v in enumerate(ids_r)}
+    for row in scored.iter_rows(named=True):
+        if row["shared"] >= MIN_SHARED_FRAMES:
+            cost[index_l[row["local_track_id"]], index_r[row["local_track_id_r"]]] = 1 - row["mean_iou"]
+    rows, cols = linear_sum_assignment(cost)
+    return {
+        int(ids_r[c]): int(ids_l[r])
+        for r, c in zip(rows, cols, strict=True)
+        if 1 - cost[r, c] >= MIN_MEAN_IOU
+    }
+
+
+def stitch(chunks: list[Chunk], per_chunk: list[pl.DataFrame]) -> pl.DataFrame:
+    """All chunks' detections with a global ``track_id`` (null for untracked boxes), one owner per frame."""
+    by_angle: dict[str, list[tuple[Chunk, pl.DataFrame]]] = {}
+    for chunk, frame in zip(chunks, per_chunk, strict=True):
+        by_angle.setdefault(chunk.angle, []).append((chunk, frame))
+    out: list[pl.DataFrame] = []
+    next_id = 1
+    for pieces in by_angle.values():
+        pieces.sort(key=lambda p: p[0].index)
+        previous_global: dict[int, int] = {}
+        previous: tuple[Chunk, pl.DataFrame] | None = None
+        for chunk, frame in pieces:
+            links = {}
+            if previous is not None:
+                overlap_before = previous[1].filter(pl.col("time_s") >= chunk.start_s - 1e-6)
+                overlap_after = frame.filter(pl.col("time_s") < previous[0].decode_end_s - 1e-6)
+                links = match_overlap(overlap_before, overlap_after)
+            global_of: dict[int, int] = {}
+            for local in frame["local_track_id"].drop_nulls().unique().sort().to_list():
+                if local in links and links[local] in previous_global:
+                    global_of[local] = previous_global[links[local]]
+                else:
+                    global_of[local] = next_id
+                    next_id += 1
+            owned = frame.filter(
+                (pl.col("time_s") >= chunk.start_s - 1e-6) & (pl.col("time_s") < chunk.end_s - 1e-6)
+            )
+            mapping = pl.DataFrame(
+                {"local_track_id": list(global_of), "track_id": list(global_of.values())},
+                schema={"local_track_id": pl.Int32, "track_id": pl.Int64},
+            )
+            out.append(owned.drop("track_id", strict=False).join(mapping, on="local_track_id", how="left"))
+            previous_global, previous = global_of, (chunk, frame)
+    if not out:
+        return (
+            pl.DataFrame(schema={**per_chunk[0].schema, "track_id": pl.Int64})
+            if per_chunk
+            else pl.DataFrame()
+        )
+    return pl.concat(out).sort("angle", "frame", "track_id", nulls_last=True)
+
+
+def tracks_table(detections: pl.DataFrame) -> pl.DataFrame:
+    """One row per (track, analysed frame): the tracked boxes only."""
+    return detections.filter(pl.col("track_id").is_not_null()).select(
+        "angle", "track_id", "frame", "time_s", "x1", "y1", "x2", "y2", "conf"
+    )
+
+
+@task(name="stitch", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
+def stitch_task(ref: RunRef, chunks: list[Chunk]) -> list[ArtifactRef]:
+    """Every chunk's part → the run's detections.parquet and tracks.parquet with global ids."""
+    artifacts = store()
+    parts = [pl.from_arrow(artifacts.read_part(ref, "detections", c.index)) for c in chunks]
+    detections = stitch(chunks, [p for p in parts if isinstance(p, pl.DataFrame)])
+    return [
+        artifacts.write_table(ref, "detections", detections.select(DETECTION_TABLE_COLUMNS)),
+        artifacts.write_table(ref, "tracks", tracks_table(detections)),
+    ]
