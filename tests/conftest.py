@@ -13,4 +13,5 @@ pytest_plugins = [
     "tests.fixtures.settings",
     "tests.fixtures.footage",
     "tests.fixtures.database",
+    "tests.fixtures.api",
 ]

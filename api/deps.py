@@ -1,0 +1,125 @@
+"""The API's dependencies, as ``Annotated`` aliases routes put in their signatures.
+
+* ``SettingsDep`` — the settings the app was built with (``app.state.settings``);
+* ``SessionDep`` — a read-mostly session around the request; ``WriteSessionDep`` — one that takes
+  SQLite's write lock up front (:func:`write_scope`), for routes that read then write. Both commit
+  when the route returns, before the response is sent;
+* ``PrincipalDep`` — the caller (tenant and key id), from ``Authorization: Bearer <API key>`` (401 otherwise);
+* ``OrchestratorDep`` — who runs the analysis (``app.state.orchestrator``; tests override
+  :func:`get_orchestrator` or pass one to ``create_app``);
+* ``ArtifactsDep`` — the artifact store; ``ResolverDep`` — DNS resolution for callback URL checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from api.orchestrator import Orchestrator
+from api.webhooks.urls import Resolver
+from infra.errors import Unauthorized
+from infra.settings import Settings
+from storage import repo
+from storage.artifacts import ArtifactStore
+from storage.db import SQLITE_BEGIN_OPTION, session_scope
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings = request.app.state.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+def get_engine_dep(request: Request) -> Engine:
+    engine = request.app.state.engine
+    assert isinstance(engine, Engine)
+    return engine
+
+
+@contextmanager
+def write_scope(engine: Engine) -> Iterator[Session]:
+    """A :func:`session_scope` for a unit of work that reads and then writes.
+
+    On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): SQLite only waits for a busy
+    write lock when the transaction holds no read snapshot yet; a transaction that read first fails
+    at once with "database is locked" if another connection is writing. PostgreSQL needs nothing.
+    """
+    with session_scope(engine) as session:
+        if engine.dialect.name == "sqlite":
+            session.connection(execution_options={SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        yield session
+
+
+def get_session(engine: Annotated[Engine, Depends(get_engine_dep)]) -> Iterator[Session]:
+    with session_scope(engine) as session:
+        yield session
+
+
+def get_orchestrator(request: Request) -> Orchestrator:
+    orchestrator: Orchestrator = request.app.state.orchestrator
+    return orchestrator
+
+
+def get_artifacts(request: Request) -> ArtifactStore:
+    store = request.app.state.artifacts
+    assert isinstance(store, ArtifactStore)
+    return store
+
+
+def get_resolver(request: Request) -> Resolver:
+    resolver: Resolver = request.app.state.resolver
+    return resolver
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the tenant and the API key it used."""
+
+    tenant_id: str
+    key_id: str
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer frk_...`.")
+
+
+def get_principal(
+    engine: Annotated[Engine, Depends(get_engine_dep)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """The caller, from its API key, checked in a short transaction of its own.
+
+    The check may write the key's ``last_used_at``, hence :func:`write_scope`.
+    """
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise Unauthorized("missing API key: send Authorization: Bearer <API key>")
+    with write_scope(engine) as session:
+        key = repo.verify_api_key(session, plaintext=credentials.credentials)
+        if key is None:
+            raise Unauthorized("invalid or revoked API key")
+        return Principal(tenant_id=key.tenant_id, key_id=key.id)
+
+
+def get_write_session(
+    engine: Annotated[Engine, Depends(get_engine_dep)],
+    _caller: Annotated[Principal, Depends(get_principal)],
+) -> Iterator[Session]:
+    # Depending on the caller orders the API-key check (its own short write) before this
+    # session takes SQLite's write lock; the other way round the check would wait for it.
+    with write_scope(engine) as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+WriteSessionDep = Annotated[Session, Depends(get_write_session, scope="function")]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
+ArtifactsDep = Annotated[ArtifactStore, Depends(get_artifacts)]
+ResolverDep = Annotated[Resolver, Depends(get_resolver)]

@@ -1,0 +1,1 @@
+"""Outgoing webhooks: callback URL checks, signatures, and the dispatcher that drains the outbox."""
