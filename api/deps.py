@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -28,7 +27,7 @@ from infra.errors import Unauthorized
 from infra.settings import Settings
 from storage import repo
 from storage.artifacts import ArtifactStore
-from storage.db import SQLITE_BEGIN_OPTION, session_scope
+from storage.db import session_scope, write_scope
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -41,20 +40,6 @@ def get_engine_dep(request: Request) -> Engine:
     engine = request.app.state.engine
     assert isinstance(engine, Engine)
     return engine
-
-
-@contextmanager
-def write_scope(engine: Engine) -> Iterator[Session]:
-    """A :func:`session_scope` for a unit of work that reads and then writes.
-
-    On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): SQLite only waits for a busy
-    write lock when the transaction holds no read snapshot yet; a transaction that read first fails
-    at once with "database is locked" if another connection is writing. PostgreSQL needs nothing.
-    """
-    with session_scope(engine) as session:
-        if engine.dialect.name == "sqlite":
-            session.connection(execution_options={SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
-        yield session
 
 
 def get_session(engine: Annotated[Engine, Depends(get_engine_dep)]) -> Iterator[Session]:

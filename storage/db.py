@@ -130,6 +130,21 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         session.close()
 
 
+@contextmanager
+def write_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A :func:`session_scope` for a unit of work that reads and then writes.
+
+    On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): SQLite only waits for a busy
+    write lock when the transaction holds no read snapshot yet; a transaction that read first fails
+    at once with "database is locked" if another connection is writing. PostgreSQL needs nothing.
+    """
+    engine = engine or get_engine()
+    with session_scope(engine) as session:
+        if engine.dialect.name == "sqlite":
+            session.connection(execution_options={SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+        yield session
+
+
 def get_session() -> Iterator[Session]:
     """FastAPI dependency: a :func:`session_scope` around one request."""
     with session_scope() as session:

@@ -344,7 +344,9 @@ def get_run_by_id(session: Session, *, run_id: str) -> Run | None:
 def list_active_runs(session: Session) -> list[Run]:
     """Runs not yet finished (queued, processing, completed), oldest first: what the reconciler watches."""
     unfinished = [RunStatus.queued, RunStatus.processing, RunStatus.completed]
-    return list(session.exec(select(Run).where(col(Run.status).in_(unfinished)).order_by(col(Run.created_at))))
+    return list(
+        session.exec(select(Run).where(col(Run.status).in_(unfinished)).order_by(col(Run.created_at)))
+    )
 
 
 def get_run_by_job_id(session: Session, *, tenant_id: str, job_id: str) -> Run | None:
