@@ -1,0 +1,68 @@
+"""Chunks of one run on a Dask cluster, without Prefect: used by the benchmark and the offline demo.
+
+The Prefect flow (``flows/``) submits the same worker function through ``DaskTaskRunner``; this runner
+is the bare version, so the benchmark can tell Dask's cost apart from Prefect's.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import polars as pl
+
+from tasks.detect_track import ChunkStats, DetectParams, detect_track_chunk
+from tasks.detector import load_model
+from tasks.ingest import Chunk
+from tasks.stitch import stitch
+
+
+def _warm(weights: str, threads: int) -> bool:
+    load_model(weights, threads)
+    return True
+
+
+class LocalRunner:
+    """A Dask LocalCluster (or an existing scheduler) whose workers keep the detector loaded."""
+
+    def __init__(self, *, params: DetectParams, n_workers: int = 2, address: str | None = None) -> None:
+        self.params = params
+        self.n_workers = n_workers
+        self.address = address
+        self._cluster: Any = None
+        self._client: Any = None
+        self.stats: list[ChunkStats] = []
+
+    def __enter__(self) -> LocalRunner:
+        from dask.distributed import Client, LocalCluster
+
+        if self.address:
+            self._client = Client(self.address)
+        else:
+            self._cluster = LocalCluster(
+                n_workers=self.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            self._client = Client(self._cluster)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def warm_up(self) -> None:
+        """Load the model in every worker now, so the first chunks do not pay for it."""
+        self._client.run(_warm, self.params.weights, self.params.threads)
+
+    def detect_track(self, chunks: list[Chunk]) -> pl.DataFrame:
+        """Every chunk on the cluster (longest first, to balance the workers), then stitched."""
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].start_s - chunks[i].decode_end_s)
+        futures = {
+            i: self._client.submit(detect_track_chunk, chunks[i], self.params, pure=False) for i in order
+        }
+        results = {i: f.result() for i, f in futures.items()}
+        self.stats = [results[i][1] for i in range(len(chunks))]
+        return stitch(chunks, [results[i][0] for i in range(len(chunks))])

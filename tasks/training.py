@@ -1,0 +1,200 @@
+"""Training filmroom's bundled person detector on synthetic footage (``filmroom train-detector``).
+
+Nothing can be downloaded on the machines filmroom is built on, so the demo and the tests use a small
+YOLO11n trained here from scratch, reproducibly by seed, on frames of the synthetic match generator.
+
+Tiling: at inference the 1280x720 frame is scaled to 640 px wide. Training on 320x320 tiles cut from
+frames at that *same* scale shows the network people at the size it will meet them, for a quarter of
+the compute of full 640 px training images (convolutions do not care where the tile came from).
+The held-out set is whole frames at inference scale, from seeds never used for training.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from infra.synth import GameSpec, iter_game_frames
+from infra.synth.spec import NAMED_COLORS, AngleSpec, CameraPreset
+from tasks.detector import MODELS_DIR, ensure_offline
+
+MIN_VISIBLE = 0.3  # people hidden more than this are not labelled (they are ignored in evaluation too)
+MIN_TILE_COVERAGE = 0.5  # a box cut by a tile edge is labelled only if half of it is inside
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    train_clips: int = 24
+    val_clips: int = 4
+    clip_seconds: float = 12.0
+    frames_per_clip: int = 12
+    infer_width: int = 640
+    tile: int = 320
+    epochs: int = 40
+    batch: int = 16
+    workers: int = 2
+    name: str = "filmroom-person-v1"
+
+
+def clip_specs(config: TrainConfig, split: str) -> list[GameSpec]:
+    """Varied matches: colours, squad sizes, referees, camera motion and rigs all drawn from the seed."""
+    rng = random.Random(f"{config.seed}-{split}")
+    count = config.train_clips if split == "train" else config.val_clips
+    base = 10_000 if split == "train" else 90_000
+    colours = [c for c in NAMED_COLORS if c not in ("green",)]
+    specs = []
+    for i in range(count):
+        home, away = rng.sample(colours, 2)
+        specs.append(
+            GameSpec(
+                name=f"{split}{i}",
+                duration_s=config.clip_seconds,
+                fps=25,
+                players_per_team=rng.randint(5, 11),
+                referees=rng.randint(1, 3),
+                home_color=home,
+                away_color=away,
+                camera_motion=rng.uniform(0.3, 2.0),
+                seed=base + config.seed * 1000 + i,
+                angles=(AngleSpec(preset=rng.choice(list(CameraPreset))),),
+            )
+        )
+    return specs
+
+
+def _yolo_lines(boxes: np.ndarray, width: int, height: int) -> list[str]:
+    lines = []
+    for x1, y1, x2, y2 in boxes:
+        cx, cy = (x1 + x2) / 2 / width, (y1 + y2) / 2 / height
+        w, h = (x2 - x1) / width, (y2 - y1) / height
+        if w > 0 and h > 0:
+            lines.append(f"0 {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+    return lines
+
+
+def _labelled_boxes(rows: Any, scale: float) -> np.ndarray:
+    boxes = [
+        (r["x1"] * scale, r["y1"] * scale, r["x2"] * scale, r["y2"] * scale)
+        for r in rows
+        if r["visible_fraction"] >= MIN_VISIBLE
+    ]
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def _tiles(
+    image: np.ndarray, boxes: np.ndarray, tile: int, rng: random.Random
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    height, width = image.shape[:2]
+    xs = sorted({0, max(0, width - tile), max(0, (width - tile) // 2)})
+    for x0 in xs:
+        y0 = rng.randint(0, max(0, height - tile))
+        crop = image[y0 : y0 + tile, x0 : x0 + tile]
+        shifted = boxes - np.array([x0, y0, x0, y0])
+        clipped = np.clip(shifted, 0, [crop.shape[1], crop.shape[0]] * 2)
+        area = (shifted[:, 2] - shifted[:, 0]) * (shifted[:, 3] - shifted[:, 1])
+        inside = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+        keep = inside >= MIN_TILE_COVERAGE * np.maximum(area, 1e-9)
+        yield crop, clipped[keep]
+
+
+def build_dataset(config: TrainConfig, out: Path) -> dict[str, int]:
+    """Write a YOLO dataset (train tiles, val whole frames) and its data.yaml; return image counts."""
+    rng = random.Random(config.seed)
+    counts = {"train": 0, "val": 0}
+    for split in ("train", "val"):
+        images, labels = out / "images" / split, out / "labels" / split
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        for spec in clip_specs(config, split):
+            total = round(spec.duration_s * spec.fps)
+            step = max(1, total // config.frames_per_clip)
+            for rendered in iter_game_frames(spec, only=set(range(0, total, step))):
+                scale = config.infer_width / rendered.image.shape[1]
+                small = cv2.resize(rendered.image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                boxes = _labelled_boxes(rendered.ground_truth, scale)
+                pieces = _tiles(small, boxes, config.tile, rng) if split == "train" else [(small, boxes)]
+                for k, (image, kept) in enumerate(pieces):
+                    stem = f"{spec.name}_{rendered.frame:05d}_{k}"
+                    # JPEG at ~H.264 quality: the detector should see compression artefacts in training too.
+                    cv2.imwrite(str(images / f"{stem}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+                    lines = _yolo_lines(kept, image.shape[1], image.shape[0])
+                    (labels / f"{stem}.txt").write_text("\n".join(lines))
+                    counts[split] += 1
+    (out / "data.yaml").write_text(
+        f"path: {out.resolve()}\ntrain: images/train\nval: images/val\nnames:\n  0: person\n"
+    )
+    return counts
+
+
+def train(config: TrainConfig, workdir: Path, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
+    """Build the dataset, train YOLO11n from scratch, validate, export ONNX; return the report."""
+    ensure_offline(workdir / "ultralytics")
+    from ultralytics import YOLO
+
+    started = time.perf_counter()
+    workdir = workdir.resolve()  # ultralytics puts relative projects under runs/detect/
+    data = workdir / "dataset"
+    if data.exists():
+        shutil.rmtree(data)
+    counts = build_dataset(config, data)
+    dataset_s = time.perf_counter() - started
+
+    model = YOLO("yolo11n.yaml")
+    model.train(
+        data=str(data / "data.yaml"),
+        epochs=config.epochs,
+        imgsz=config.tile,
+        batch=config.batch,
+        device="cpu",
+        workers=config.workers,
+        seed=config.seed,
+        deterministic=True,
+        plots=False,
+        amp=False,
+        project=str(workdir / "runs"),
+        name=config.name,
+        exist_ok=True,
+        verbose=False,
+        val=False,  # validated once, below, at inference scale
+    )
+    train_s = time.perf_counter() - started - dataset_s
+    best = Path(model.trainer.save_dir) / "weights" / "last.pt"
+    trained = YOLO(str(best))
+    metrics = trained.val(
+        data=str(data / "data.yaml"),
+        imgsz=config.infer_width,
+        batch=8,
+        device="cpu",
+        plots=False,
+        verbose=False,
+        project=str(workdir / "runs"),
+        name=f"{config.name}-val",
+        exist_ok=True,
+    )
+    onnx = Path(trained.export(format="onnx", imgsz=config.infer_width, dynamic=True, simplify=False))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, models_dir / f"{config.name}.pt")
+    shutil.copyfile(onnx, models_dir / f"{config.name}.onnx")
+    report = {
+        "name": config.name,
+        "config": config.__dict__,
+        "images": counts,
+        "map50_95": float(metrics.box.map),
+        "map50": float(metrics.box.map50),
+        "precision": float(metrics.box.mp),
+        "recall": float(metrics.box.mr),
+        "dataset_s": round(dataset_s, 1),
+        "train_s": round(train_s, 1),
+    }
+    (models_dir / f"{config.name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
