@@ -38,7 +38,17 @@ from infra.settings import IngestSettings, get_settings
 from storage.artifacts import RunRef
 from tasks.common import retry_transient, store
 
-DECODE_TAIL_S = 2.0  # how much of the end we decode to prove the file is complete
+DECODE_TAIL_S = 2.0
+STILL_IMAGE_CODECS = {"png", "bmp", "gif", "tiff", "webp", "jpegls", "qoi"}
+STILL_IMAGE_FORMATS = {
+    "image2",
+    "png_pipe",
+    "jpeg_pipe",
+    "bmp_pipe",
+    "gif",
+    "webp_pipe",
+    "tiff_pipe",
+}  # how much of the end we decode to prove the file is complete
 
 
 class Source(BaseModel):
@@ -192,6 +202,8 @@ def probe_video(path: Path, *, angle: str = "main", uri: str | None = None) -> V
             raise errors.VideoUnsupportedFormat(f"angle {angle!r}: the file has no video stream")
         stream = container.streams.video[0]
         codec = stream.codec_context.name
+        if codec in STILL_IMAGE_CODECS or container.format.name in STILL_IMAGE_FORMATS:
+            raise errors.VideoUnsupportedFormat(f"angle {angle!r}: a still image ({codec}), not a video")
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         if fps <= 0 or not stream.codec_context.width:
             raise errors.VideoUnsupportedFormat(f"angle {angle!r}: unreadable video stream ({codec})")
@@ -318,12 +330,27 @@ def audio_envelope(path: Path, rate: int = 100, max_s: float = 120.0) -> np.ndar
 
 
 def audio_offset_s(reference: np.ndarray, other: np.ndarray, rate: int = 100) -> float:
-    """How many seconds later ``other``'s content starts compared with ``reference`` (cross-correlation)."""
-    a = (reference - reference.mean()) / (reference.std() + 1e-9)
-    b = (other - other.mean()) / (other.std() + 1e-9)
+    """How many seconds later ``other``'s content starts compared with ``reference``.
+
+    Normalised cross-correlation of log loudness: the log keeps one loud event (a whistle heard by
+    only one angle) from drowning the rest, and dividing by the overlap keeps short overlaps at the
+    ends from winning by accident. Lags that overlap less than half the shorter clip are not considered.
+    """
+
+    def norm(x: np.ndarray) -> np.ndarray:
+        y = np.log(x + 1e-4)
+        return np.asarray((y - y.mean()) / (y.std() + 1e-9))
+
+    a, b = norm(reference), norm(other)
     n = 1 << math.ceil(math.log2(a.size + b.size))
-    corr = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
-    lag = int(np.argmax(corr))
+
+    def xcorr(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.asarray(np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(y, n)), n))
+
+    overlap = np.rint(xcorr(np.ones_like(a), np.ones_like(b)))
+    score = xcorr(a, b) / np.maximum(overlap, 1)
+    score[overlap < min(a.size, b.size) / 2] = -np.inf
+    lag = int(np.argmax(score))
     if lag > n // 2:
         lag -= n
     return lag / rate
@@ -360,7 +387,7 @@ def plan_chunks(probe: VideoProbe, chunk_s: float, overlap_s: float) -> list[Chu
     end_of_video = probe.start_time_s + probe.duration_s
     starts = [probe.keyframes_s[0]]
     for key in probe.keyframes_s[1:]:
-        if key - starts[-1] >= chunk_s and end_of_video - key >= chunk_s / 4:
+        if key - starts[-1] >= chunk_s and end_of_video - key >= chunk_s / 2:
             starts.append(key)
     chunks = []
     for index, start in enumerate(starts):

@@ -25,8 +25,15 @@ def match_audio(world: World, offset_s: float, duration_s: float) -> np.ndarray:
         sel = (t >= second) & (t < second + 1)
         idx = np.round((t[sel] - second) * AUDIO_RATE).astype(int).clip(0, AUDIO_RATE - 1)
         rng_noise[sel] = block[idx]
-    swell = 0.5 + 0.3 * np.sin(2 * np.pi * t / 7.0)
-    signal = 0.05 * rng_noise * swell
+    # The crowd's loudness changes every 0.1 s of world time (claps, chants, groans): a structure that
+    # survives AAC, which keeps loudness but not the noise waveform.
+    steps = np.floor(t * 10).astype(np.int64)
+    lo, hi = int(steps.min()) if n else 0, int(steps.max()) if n else 0
+    levels = np.array(
+        [np.random.default_rng([world.seed, 8, k]).uniform(0.2, 1.0) for k in range(lo, hi + 1)], np.float32
+    )
+    swell = levels[steps - lo] if n else np.zeros(0, np.float32)
+    signal = 0.08 * rng_noise * swell
     for whistle in world.whistles:
         on = (t >= whistle.time_s) & (t < whistle.time_s + whistle.duration_s)
         signal[on] += 0.4 * np.sin(2 * np.pi * 3150.0 * t[on])
