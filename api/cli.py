@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 
 from api.keys_cli import keys_app
+from api.run_cli import demo, run
 from api.serve_cli import dispatcher, serve
 from api.synth_cli import synth
 from infra.version import code_version
@@ -27,6 +28,8 @@ def version_cmd() -> None:
 
 
 app.command("synth")(synth)
+app.command("run")(run)
+app.command("demo")(demo)
 app.command("serve")(serve)
 app.command("dispatcher")(dispatcher)
 app.add_typer(keys_app, name="keys")

@@ -126,12 +126,12 @@ def make_tracker(kind: str, analysis_fps: float, track_buffer_s: float) -> Any:
     cfg = IterableSimpleNamespace(**YAML.load(check_yaml(f"{kind}.yaml")))
     if getattr(cfg, "with_reid", False):
         cfg.with_reid = False  # a ReID model would need a download; appearance is handled by embed
-    # BYTETracker keeps lost tracks for track_buffer * frame_rate / 30 frames.
-    cfg.track_buffer = max(1, round(track_buffer_s * 30))
+    # The trackers keep a lost track for track_buffer analysed frames.
+    cfg.track_buffer = max(1, round(track_buffer_s * analysis_fps))
     if hasattr(cfg, "gmc_method"):
         cfg.gmc_method = "sparseOptFlow"  # camera pans: compensate global motion for BoT-SORT
     tracker_class: Any = TRACKER_MAP[kind]
-    return tracker_class(args=cfg, frame_rate=max(1, round(analysis_fps)))
+    return tracker_class(args=cfg)
 
 
 class _TrackerInput:
