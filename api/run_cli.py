@@ -82,9 +82,9 @@ def execute(ref: RunRef, api_url: str) -> dict[str, Any]:
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             run_flow(ref.run_id, return_state=True)
-            from prefect.logging.handlers import APILogHandler
+            from prefect.logging.handlers import APILogWorker
 
-            APILogHandler.flush()  # before a private server stops
+            APILogWorker.drain_all()  # send the last logs before a private server stops
     finally:
         done.set()
         follower.join()
