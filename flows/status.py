@@ -13,7 +13,7 @@ from typing import Any
 from prefect.client.schemas.objects import StateType
 
 from infra import errors
-from storage.db import session_scope
+from storage.db import session_scope, write_scope
 from storage.models import RunStatus
 from storage.repo import (
     append_run_error,
@@ -53,7 +53,7 @@ def code_for(exc: BaseException | None) -> tuple[str, str]:
 
 def mark(run_id: str, status: RunStatus, *, error: BaseException | None = None, **fields: Any) -> None:
     """Move the run to ``status`` (idempotent); failures record their registry code."""
-    with session_scope() as session:
+    with write_scope() as session:
         run = get_run_by_id(session, run_id=run_id)
         if run is None or (RunStatus(run.status) in FINISHED and status != S.queued):
             return
@@ -68,12 +68,12 @@ def mark(run_id: str, status: RunStatus, *, error: BaseException | None = None, 
 
 def record_error(run_id: str, error: BaseException) -> None:
     code, message = code_for(error)
-    with session_scope() as session:
+    with write_scope() as session:
         append_run_error(session, run_id=run_id, code=code, message=message)
 
 
 def progress(run_id: str, stage: str, fraction: float, eta: datetime | None) -> None:
-    with session_scope() as session:
+    with write_scope() as session:
         update_run_progress(session, run_id=run_id, stage=stage, fraction=fraction, eta=eta)
 
 
