@@ -36,7 +36,17 @@ class DetectParams(BaseModel):
     batch: int = 8
     tracker: str = "bytetrack"
     track_buffer_s: float = 3.0
+    box_buffer: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Boxes are widened by this fraction of their width (and half of it in height) on each "
+        "side before association: at 5 analysed frames per second a running player moves about his own "
+        "width between samples, so raw boxes would not overlap (buffered IoU, as in C-BIoU).",
+    )
     threads: int = 1
+    tracker_options: dict[str, float | str | bool] = Field(
+        default_factory=dict, description="Overrides of the ultralytics tracker YAML (e.g. match_thresh)."
+    )
 
 
 DETECTION_COLUMNS = {
@@ -117,7 +127,12 @@ def sample_frames(chunk: Chunk, analysis_fps: float, imgsz: int, stats: ChunkSta
         stats.decode_s += time.perf_counter() - started
 
 
-def make_tracker(kind: str, analysis_fps: float, track_buffer_s: float) -> Any:
+def make_tracker(
+    kind: str,
+    analysis_fps: float,
+    track_buffer_s: float,
+    options: dict[str, float | str | bool] | None = None,
+) -> Any:
     """An ultralytics tracker configured from its own YAML, with the buffer expressed in seconds."""
     from ultralytics.trackers.track import TRACKER_MAP
     from ultralytics.utils import YAML, IterableSimpleNamespace
@@ -130,33 +145,40 @@ def make_tracker(kind: str, analysis_fps: float, track_buffer_s: float) -> Any:
     cfg.track_buffer = max(1, round(track_buffer_s * analysis_fps))
     if hasattr(cfg, "gmc_method"):
         cfg.gmc_method = "sparseOptFlow"  # camera pans: compensate global motion for BoT-SORT
+    for key, value in (options or {}).items():
+        setattr(cfg, key, value)
     tracker_class: Any = TRACKER_MAP[kind]
     return tracker_class(args=cfg)
 
 
 class _TrackerInput:
-    """The minimal numpy-backed Boxes view ultralytics' trackers read (conf, cls, xywh, xyxy, [mask])."""
+    """The minimal numpy-backed Boxes view ultralytics' trackers read (conf, cls, xywh, xyxy, [mask]).
 
-    def __init__(self, boxes: FrameBoxes) -> None:
-        self.xyxy = boxes.xyxy
+    Boxes are buffered (widened) for association only: rows map back to the raw detections by index.
+    """
+
+    def __init__(self, boxes: FrameBoxes, buffer: float = 0.0) -> None:
+        self._boxes = boxes
+        self._buffer = buffer
+        xy = (boxes.xyxy[:, :2] + boxes.xyxy[:, 2:]) / 2
+        wh = (boxes.xyxy[:, 2:] - boxes.xyxy[:, :2]) * np.array([1 + 2 * buffer, 1 + buffer], np.float32)
+        self.xywh = np.concatenate([xy, wh], axis=1)
+        self.xyxy = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
         self.conf = boxes.conf
         self.cls = boxes.cls.astype(np.float32)
-        xy = (boxes.xyxy[:, :2] + boxes.xyxy[:, 2:]) / 2
-        wh = boxes.xyxy[:, 2:] - boxes.xyxy[:, :2]
-        self.xywh = np.concatenate([xy, wh], axis=1)
 
     def __len__(self) -> int:
         return int(self.conf.shape[0])
 
     def __getitem__(self, mask: Any) -> _TrackerInput:
-        sub = FrameBoxes(self.xyxy[mask], self.conf[mask], self.cls[mask].astype(np.int16))
-        return _TrackerInput(sub)
+        b = self._boxes
+        return _TrackerInput(FrameBoxes(b.xyxy[mask], b.conf[mask], b.cls[mask]), self._buffer)
 
 
 def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame, ChunkStats]:
     """Detections with chunk-local track ids for every sampled frame of ``chunk`` (pure but for decoding)."""
     model = load_model(params.weights, params.threads)
-    tracker = make_tracker(params.tracker, params.analysis_fps, params.track_buffer_s)
+    tracker = make_tracker(params.tracker, params.analysis_fps, params.track_buffer_s, params.tracker_options)
     stats = ChunkStats()
     rows: list[dict[str, Any]] = []
     batch: list[SampledFrame] = []
@@ -169,7 +191,7 @@ def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame
         stats.infer_s += time.perf_counter() - started
         started = time.perf_counter()
         for sampled, boxes in zip(batch, detections, strict=True):
-            rows.extend(_track_frame(tracker, chunk, sampled, boxes))
+            rows.extend(_track_frame(tracker, chunk, sampled, boxes, params.box_buffer))
         stats.track_s += time.perf_counter() - started
         stats.sampled += len(batch)
         batch.clear()
@@ -184,9 +206,9 @@ def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame
 
 
 def _track_frame(
-    tracker: Any, chunk: Chunk, sampled: SampledFrame, boxes: FrameBoxes
+    tracker: Any, chunk: Chunk, sampled: SampledFrame, boxes: FrameBoxes, buffer: float
 ) -> list[dict[str, Any]]:
-    tracked = tracker.update(_TrackerInput(boxes), sampled.image)
+    tracked = tracker.update(_TrackerInput(boxes, buffer), sampled.image)
     track_of = {int(row[7]): int(row[4]) for row in tracked} if len(tracked) else {}
     out = []
     for i in range(len(boxes)):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -35,12 +38,14 @@ def write_mp4(
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(encode.crf), "preset": encode.preset, "threads": "1"}
+        if encode.keyint:
+            stream.options = {**stream.options, "g": str(encode.keyint), "keyint_min": str(encode.keyint)}
         stream.codec_context.time_base = Fraction(1, fps)
         audio_stream = None
         if audio is not None:
             audio_stream = container.add_stream("aac", rate=AUDIO_RATE)
             audio_stream.layout = "mono"
-        for image in frames:
+        for image in _prefetch(frames):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts = count
             for packet in stream.encode(frame):
@@ -66,3 +71,51 @@ def _write_audio(
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+_DONE = object()
+
+
+def _prefetch(frames: Iterable[np.ndarray], depth: int = 4) -> Iterator[np.ndarray]:
+    """Draw the next frames on a worker thread while this one encodes.
+
+    cv2, numpy and x264 release the GIL, so on two cores rendering and encoding overlap; the frames
+    and their order are unchanged, so output bytes stay the same.
+    """
+    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for image in frames:
+                if not offer(image):
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            offer(_Failure(exc))
+            return
+        offer(_DONE)
+
+    worker = threading.Thread(target=work, name="synth-render", daemon=True)
+    worker.start()
+    try:
+        while (item := slots.get()) is not _DONE:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join()

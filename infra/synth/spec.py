@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 # Bumped whenever a change alters pixels or ground truth for the same spec, so that
 # cached training sets and benchmark baselines can tell stale footage apart.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 BGR = tuple[int, int, int]
 
@@ -78,6 +78,7 @@ class EncodeSpec(BaseModel):
 
     crf: int = Field(default=23, ge=0, le=51)
     preset: str = Field(default="veryfast")
+    keyint: int | None = Field(default=None, ge=1, description="Frames between keyframes (x264 default 250).")
 
 
 class GameSpec(BaseModel):

@@ -1,0 +1,51 @@
+"""Tracking quality on the synthetic quality set: MOTA, IDF1, HOTA per clip and overall,
+tracking each clip in one piece and in chunks stitched together.
+
+Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tasks.detect_track import DetectParams
+from tasks.detector import ensure_offline
+from tasks.quality import render_set, score_clip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunk", type=float, default=6.0, help="chunk length (s) for the chunked run")
+    parser.add_argument("--overlap", type=float, default=2.0)
+    parser.add_argument("--fps", type=float, default=5.0)
+    args = parser.parse_args()
+    ensure_offline()
+    params = DetectParams(analysis_fps=args.fps)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        clips = render_set(Path(tmp))
+        print(f"rendered {len(clips)} clips in {time.perf_counter() - started:.0f} s")
+        rows = [score_clip(c, params, args.chunk, args.overlap) for c in clips]
+    head = f"{'clip':18s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'recall':>6s} {'prec':>6s} {'IDSW':>5s} | "
+    print(head + f"{'chunks':>6s} {'IDF1 chunked':>12s} {'ΔIDF1':>7s}")
+    for r in rows:
+        w, c = r.whole, r.chunked
+        print(
+            f"{r.name:18s} {w.mota:6.3f} {w.idf1:6.3f} {w.hota:6.3f} {w.recall:6.3f} {w.precision:6.3f} "
+            f"{w.id_switches:5d} | {r.chunks:6d} {c.idf1:12.3f} {c.idf1 - w.idf1:+7.3f}"
+        )
+    mean = {k: float(np.mean([getattr(r.whole, k) for r in rows])) for k in ("mota", "idf1", "hota")}
+    chunked = float(np.mean([r.chunked.idf1 for r in rows]))
+    print(
+        f"{'overall (mean)':18s} {mean['mota']:6.3f} {mean['idf1']:6.3f} {mean['hota']:6.3f}"
+        f"{'':22s}| {'':6s} {chunked:12.3f} {chunked - mean['idf1']:+7.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
