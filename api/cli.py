@@ -9,6 +9,7 @@ from api.keys_cli import keys_app
 from api.run_cli import demo, run
 from api.serve_cli import dispatcher, serve
 from api.synth_cli import synth
+from api.train_cli import train_detector
 from infra.version import code_version
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ def version_cmd() -> None:
 app.command("synth")(synth)
 app.command("run")(run)
 app.command("demo")(demo)
+app.command("train-detector")(train_detector)
 app.command("serve")(serve)
 app.command("dispatcher")(dispatcher)
 app.add_typer(keys_app, name="keys")
