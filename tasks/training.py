@@ -168,7 +168,8 @@ def train(config: TrainConfig, workdir: Path, models_dir: Path = MODELS_DIR) -> 
         val=False,  # validated once, below, at inference scale
     )
     train_s = time.perf_counter() - started - dataset_s
-    best = Path(model.trainer.save_dir) / "weights" / "last.pt"
+    trainer: Any = model.trainer
+    best = Path(trainer.save_dir) / "weights" / "last.pt"
     trained = YOLO(str(best))
     metrics = trained.val(
         data=str(data / "data.yaml"),
