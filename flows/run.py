@@ -14,9 +14,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import wait
 from prefect.runtime import flow_run as current_flow_run
+from pydantic import BaseModel
 
 from flows import status
 from flows.dag import Stage, progress_after
@@ -25,12 +31,19 @@ from infra.settings import get_settings
 from infra.version import code_version
 from storage.artifacts import RunRef
 from storage.db import session_scope
-from storage.models import RunStatus
-from storage.repo import get_event, get_run_by_id
+from storage.models import EventKind, RunStatus
+from storage.repo import get_event, get_run_by_id, list_corrections
+from tasks.cluster import ClusterParams, cluster_task, corrections_in
 from tasks.common import store
 from tasks.detect_track import DetectParams, detect_track_task
-from tasks.ingest import Source, ingest_task
+from tasks.detector import resolve_weights
+from tasks.embed import EmbedParams, collect_embeddings_task, embed_task
+from tasks.episode_track import EpisodeTrackParams, episode_track_task
+from tasks.export import EventOut, RunOut, export_task
+from tasks.ingest import Chunk, Source, ingest_task
+from tasks.screentime import screentime_task
 from tasks.stitch import stitch_task
+from tasks.validate import ValidateParams, validate_task
 
 
 def stage_key(stage: Stage, inputs: Any, params: Any) -> str:
@@ -41,15 +54,29 @@ def stage_key(stage: Stage, inputs: Any, params: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _load(run_id: str) -> tuple[RunRef, list[Source], dict[str, Any]]:
-    with session_scope() as session:
-        run = get_run_by_id(session, run_id=run_id)
-        if run is None:
-            raise ValueError(f"run {run_id} does not exist")
-        event = get_event(session, tenant_id=run.tenant_id, event_id=run.event_id)
-        assert event is not None  # a foreign key guarantees it
-        sources = [Source(angle=s["angle"], uri=s["uri"]) for s in event.sources]
-        return RunRef(run.tenant_id, run.event_id, run.id), sources, dict(run.params)
+class RunContext:
+    """What the flow needs to know about its run, read once from the database."""
+
+    def __init__(self, run_id: str) -> None:
+        with session_scope() as session:
+            run = get_run_by_id(session, run_id=run_id)
+            if run is None:
+                raise ValueError(f"run {run_id} does not exist")
+            event = get_event(session, tenant_id=run.tenant_id, event_id=run.event_id)
+            assert event is not None  # a foreign key guarantees it
+            self.ref = RunRef(run.tenant_id, run.event_id, run.id)
+            self.sources = [Source(angle=s["angle"], uri=s["uri"]) for s in event.sources]
+            self.params: dict[str, Any] = dict(run.params)
+            self.kind = EventKind(event.kind)
+            self.corrections = corrections_in(
+                list_corrections(session, tenant_id=run.tenant_id, event_id=event.id)
+            )
+            self.event = EventOut(
+                id=event.id, tenant=run.tenant_id, kind=self.kind.value, title=event.title, sport=event.sport
+            )
+            self.preset = str(self.params.get("screentime_preset", "default"))
+            self.run = RunOut(id=run.id, job_id=str(run.job_id), mode=str(run.mode), preset=self.preset)
+            self.finished = run.status in (RunStatus.failed, RunStatus.file_ready, RunStatus.file_failed)
 
 
 def _detect_params(params: dict[str, Any]) -> DetectParams:
@@ -125,9 +152,14 @@ def _flow_run_name() -> str:
     log_prints=True,
 )
 def run_flow(run_id: str) -> dict[str, Any]:
-    """Analyse one run's event: ingest → detect_track[chunk] → stitch → … → export."""
+    """Analyse one run's event: ingest → detect_track[chunk] → stitch → embed[chunk] → cluster → validate →
+    screentime → export."""
     logger = get_run_logger()
-    ref, sources, params = _load(run_id)
+    ctx = RunContext(run_id)
+    if ctx.finished:  # cancelled (or settled) before the flow started
+        logger.info("run %s is already finished; nothing to do", run_id)
+        return {"run_id": run_id, "skipped": True}
+    ref, params = ctx.ref, ctx.params
     status.mark(run_id, RunStatus.processing, flow_run_id=str(current_flow_run.id or "") or None)
     progress = _Progress(run_id)
     settings = get_settings()
@@ -135,24 +167,81 @@ def run_flow(run_id: str) -> dict[str, Any]:
     chunk_s = float(params.get("chunk_seconds", settings.detect.chunk_seconds))
     overlap_s = float(params.get("overlap_seconds", settings.detect.overlap_seconds))
 
-    plan = ingest_task(ref, sources, chunk_s, overlap_s)
+    plan = ingest_task(ref, ctx.sources, chunk_s, overlap_s)
     progress(Stage.ingest)
     artifacts = store()
-    key = stage_key(Stage.detect_track, [c.model_dump() for c in plan.chunks], detect.model_dump())
-    if artifacts.read_manifest(ref).stage_keys.get(Stage.detect_track.value) != key:
-        artifacts.delete_parts(ref, "detections")
-    futures = [detect_track_task.submit(ref, chunk, detect) for chunk in plan.chunks]
+    artifacts.update_manifest(
+        ref,
+        model_name=resolve_weights(detect.weights).name,
+        params={"detect": detect.model_dump(), "chunk_seconds": chunk_s, "overlap_seconds": overlap_s},
+    )
+    _mapped(ref, Stage.detect_track, plan.chunks, detect, progress, episode=ctx.kind is EventKind.episode)
+    refs = stitch_task(ref, plan.chunks)
+    progress(Stage.stitch)
+
+    embed = EmbedParams(kind="face" if ctx.kind is EventKind.episode else "appearance")
+    _mapped(ref, Stage.embed, plan.chunks, embed, progress)
+    refs.append(collect_embeddings_task(ref, plan.chunks))
+    refs.append(cluster_task(ref, ctx.kind.value, ClusterParams(), ctx.corrections))
+    progress(Stage.cluster)
+    validate_task(ref, ctx.kind.value, ValidateParams(analysis_fps=detect.analysis_fps))
+    progress(Stage.validate)
+    screentime_paths = screentime_task(ref, ctx.preset, detect.analysis_fps)
+    artifacts.update_manifest(ref, row_counts={r.artifact: r.rows for r in refs})
+    status.mark(run_id, RunStatus.completed)
+    progress(Stage.screentime)
+    try:
+        breakdown = export_task(
+            ref,
+            event=ctx.event,
+            run=ctx.run,
+            models={"detector": resolve_weights(detect.weights).name},
+            corrections_applied=len(ctx.corrections),
+        )
+    except Exception as exc:
+        status.mark(run_id, RunStatus.file_failed, error=exc)
+        raise
+    status.mark(run_id, RunStatus.file_ready, file_uri=breakdown)
+    progress(Stage.export)
+    _report(run_id, refs, screentime_paths, breakdown)
+    logger.info("run %s: %d chunks, %s", run_id, len(plan.chunks), {r.artifact: r.rows for r in refs})
+    return {"run_id": run_id, "breakdown": breakdown, "artifacts": {r.artifact: r.path for r in refs}}
+
+
+def _mapped(
+    ref: RunRef,
+    stage: Stage,
+    chunks: list[Chunk],
+    params: BaseModel,
+    progress: _Progress,
+    episode: bool = False,
+) -> None:
+    """One task run per chunk on Dask; parts of an earlier attempt with the same key are reused."""
+    artifacts = store()
+    table = "detections" if stage is Stage.detect_track else "embeddings"
+    key = stage_key(stage, [c.model_dump() for c in chunks], params.model_dump())
+    if artifacts.read_manifest(ref).stage_keys.get(stage.value) != key:
+        artifacts.delete_parts(ref, table)
+    if stage is Stage.detect_track:
+        task: Any = episode_track_task if episode else detect_track_task
+        task_params: Any = EpisodeTrackParams() if episode else params
+    else:
+        task, task_params = embed_task, params
+    futures = [task.submit(ref, chunk, task_params) for chunk in chunks]
     for finished, future in enumerate(futures, start=1):
         future.result()
-        progress(Stage.detect_track, finished / len(futures))
+        progress(stage, finished / len(futures))
     wait(futures)
-    artifacts.update_manifest(ref, stage_keys={Stage.detect_track.value: key})
-    refs = stitch_task(ref, plan.chunks)
-    artifacts.update_manifest(ref, row_counts={r.artifact: r.rows for r in refs})
-    progress(Stage.stitch)
-    create_markdown_artifact(
-        markdown="\n".join(f"- `{r.artifact}`: {r.rows} rows at `{r.path}`" for r in refs),
-        description=f"artifacts of run {run_id}",
-    )
-    logger.info("run %s: %d chunks, %s", run_id, len(plan.chunks), {r.artifact: r.rows for r in refs})
-    return {"run_id": run_id, "artifacts": {r.artifact: r.path for r in refs}}
+    artifacts.update_manifest(ref, stage_keys={stage.value: key})
+
+
+def _report(run_id: str, refs: list[Any], screentime_paths: list[str], breakdown: str) -> None:
+    """What the Prefect UI shows for the run: the screen-time table and where every artifact is."""
+    import polars as pl
+
+    table = pl.read_parquet(screentime_paths[0])
+    rows = table.select("label", "team", "kind", "seconds_on_screen", "share").head(50).to_dicts()
+    create_table_artifact(table=rows, description=f"screen time of run {run_id}")
+    lines = [f"- `{r.artifact}`: {r.rows} rows at `{r.path}`" for r in refs]
+    lines += [f"- `screentime`: `{p}`" for p in screentime_paths] + [f"- `breakdown.json`: `{breakdown}`"]
+    create_markdown_artifact(markdown="\n".join(lines), description=f"artifacts of run {run_id}")

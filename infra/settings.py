@@ -65,7 +65,8 @@ class DetectSettings(BaseModel):
     )
     batch: int = Field(default=8, ge=1, le=256, description="Frames per inference batch.")
     tracker: Literal["bytetrack", "botsort"] = Field(
-        default="bytetrack", description="Ultralytics tracker used inside each chunk."
+        default="botsort",
+        description="Ultralytics tracker used inside each chunk (BoT-SORT compensates pans).",
     )
     chunk_seconds: float = Field(default=30.0, gt=1.0, description="Target chunk length for detect_track.")
     overlap_seconds: float = Field(

@@ -34,10 +34,10 @@ class DetectParams(BaseModel):
     iou: float = 0.7
     analysis_fps: float = 5.0
     batch: int = 8
-    tracker: str = "bytetrack"
-    track_buffer_s: float = 3.0
+    tracker: str = "botsort"  # with global motion compensation: broadcast cameras pan
+    track_buffer_s: float = 5.0
     box_buffer: float = Field(
-        default=1.0,
+        default=2.5,
         ge=0.0,
         description="Boxes are widened by this fraction of their width (and half of it in height) on each "
         "side before association: at 5 analysed frames per second a running player moves about his own "
@@ -45,7 +45,9 @@ class DetectParams(BaseModel):
     )
     threads: int = 1
     tracker_options: dict[str, float | str | bool] = Field(
-        default_factory=dict, description="Overrides of the ultralytics tracker YAML (e.g. match_thresh)."
+        # measured on the quality set (bench/tracking_quality.py): lenient matching of buffered boxes
+        default_factory=lambda: dict[str, float | str | bool](match_thresh=0.95, new_track_thresh=0.5),
+        description="Overrides of the ultralytics tracker YAML (e.g. match_thresh).",
     )
 
 

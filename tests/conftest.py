@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.footage",
     "tests.fixtures.database",
     "tests.fixtures.api",
+    "tests.fixtures.prefect",
 ]

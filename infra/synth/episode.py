@@ -37,7 +37,10 @@ EPISODE_TRUTH_SCHEMA: dict[str, Any] = {
     "x2": pl.Float32,
     "y2": pl.Float32,
     "visible_fraction": pl.Float32,
+    "face_visible_fraction": pl.Float32,
 }
+ASTRONAUT = -1  # cast_faces() value for skimage's astronaut photo instead of an LFW face
+_ASTRONAUT_FACE = (slice(72, 177), slice(170, 275))  # eyebrows to chin, like the LFW crops
 CLOTHES = ((60, 60, 160), (140, 90, 40), (50, 120, 50), (120, 120, 120), (30, 30, 30), (180, 160, 200))
 
 
@@ -47,6 +50,19 @@ def _faces() -> np.ndarray:
 
     faces = data.lfw_subset()[:100]  # the first 100 are faces, the rest are not
     return np.asarray((faces * 255).clip(0, 255).astype(np.uint8))
+
+
+@lru_cache(maxsize=1)
+def _astronaut_face() -> np.ndarray:
+    from skimage import data
+
+    grey = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2GRAY)
+    return np.asarray(grey[_ASTRONAUT_FACE])
+
+
+def face_source(index: int) -> np.ndarray:
+    """The grey uint8 face photo behind a cast member: an LFW image, or the astronaut."""
+    return _astronaut_face() if index == ASTRONAUT else np.asarray(_faces()[index])
 
 
 @dataclass(frozen=True)
@@ -70,9 +86,13 @@ class Scene:
 
 
 def cast_faces(spec: EpisodeSpec) -> list[int]:
-    """The lfw index of each cast member (cast id = position + 1)."""
+    """The lfw index of each cast member (cast id = position + 1); ASTRONAUT marks the astronaut."""
     rng = np.random.default_rng([spec.seed, 11])
-    return [int(i) for i in rng.choice(100, size=spec.cast_size, replace=False)]
+    chosen = [int(i) for i in rng.choice(100, size=spec.cast_size, replace=False)]
+    if spec.include_astronaut:
+        # A stream of its own, so casts without the astronaut are unchanged by the option.
+        chosen[int(np.random.default_rng([spec.seed, 13]).integers(spec.cast_size))] = ASTRONAUT
+    return chosen
 
 
 def plan_scenes(spec: EpisodeSpec) -> list[Scene]:
@@ -127,65 +147,92 @@ class EpisodeFrame:
 
 
 def iter_episode_frames(spec: EpisodeSpec) -> Iterator[EpisodeFrame]:
-    faces = _faces()
+    """Every frame with its ground truth; cast members later in a scene's list stand in front."""
     chosen = cast_faces(spec)
     for scene in plan_scenes(spec):
         base = _background(spec, scene)
         prepared = {
-            a.cast_id: _face_image(faces[chosen[a.cast_id - 1]], a.face_px, a.angle_deg, a.gain)
+            a.cast_id: _face_image(face_source(chosen[a.cast_id - 1]), a.face_px, a.angle_deg, a.gain)
             for a in scene.cast
         }
         for frame in range(scene.start, scene.end):
             t = frame / spec.fps
             dt = (frame - scene.start) / spec.fps
             image = base.copy()
-            rows = []
-            for a in scene.cast:
+            owner = np.full((spec.height, spec.width), -1, np.int16)
+            drawn = []
+            for k, a in enumerate(scene.cast):
                 cx = a.centre[0] * spec.width + a.drift[0] * dt
                 cy = a.centre[1] * spec.height + a.drift[1] * dt
-                rows.append(_draw_member(image, prepared[a.cast_id], a, cx, cy, frame, t, scene.index, spec))
+                drawn.append(_draw_member(image, owner, k, prepared[a.cast_id], a, cx, cy))
+            rows = [
+                _truth_row(member, owner, k, a, frame, t, scene.index)
+                for k, (a, member) in enumerate(zip(scene.cast, drawn, strict=True))
+            ]
             yield EpisodeFrame(frame, t, image, [r for r in rows if r is not None])
 
 
-def _draw_member(
-    image: np.ndarray,
-    face: np.ndarray,
-    a: Appearance,
-    cx: float,
-    cy: float,
-    frame: int,
-    t: float,
-    scene: int,
-    spec: EpisodeSpec,
-) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class _Member:
+    """Where one cast member's pixels went: a mask in local coordinates and the face square."""
+
+    mask: np.ndarray  # bool, drawn pixels including any outside the frame
+    x0: int
+    y0: int
+    face: tuple[int, int, int]  # x0, y0, size of the pasted face square, in frame pixels
+
+
+def _shapes(canvas: np.ndarray, color: Any, a: Appearance, cx: float, cy: float, ox: int, oy: int) -> None:
+    """Shoulders, chest and neck; drawn identically into the frame and into a member's own mask."""
     s = a.face_px
-    # Shoulders: a wide ellipse below the face, then the neck, then the face itself.
-    shoulders_c = (round(cx), round(cy + 1.35 * s))
-    cv2.ellipse(
-        image, shoulders_c, (round(1.1 * s), round(0.75 * s)), 0, 180, 360, a.clothes, -1, cv2.LINE_AA
-    )
-    cv2.rectangle(
-        image,
-        (round(cx - 1.1 * s), shoulders_c[1]),
-        (round(cx + 1.1 * s), round(cy + 2.2 * s)),
-        a.clothes,
-        -1,
-    )
-    cv2.rectangle(
-        image,
-        (round(cx - 0.2 * s), round(cy + 0.4 * s)),
-        (round(cx + 0.2 * s), shoulders_c[1]),
-        (120, 150, 190),
-        -1,
-    )
-    x0, y0 = round(cx - s / 2), round(cy - s / 2)
-    fx0, fy0 = max(0, x0), max(0, y0)
-    fx1, fy1 = min(spec.width, x0 + s), min(spec.height, y0 + s)
-    if fx0 >= fx1 or fy0 >= fy1:
-        return None
-    image[fy0:fy1, fx0:fx1] = face[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
-    px0, py0 = max(0.0, cx - 1.1 * s), max(0.0, cy - s / 2)
-    px1, py1 = min(float(spec.width), cx + 1.1 * s), min(float(spec.height), cy + 2.2 * s)
+    shoulders_c = (round(cx) - ox, round(cy + 1.35 * s) - oy)
+    cv2.ellipse(canvas, shoulders_c, (round(1.1 * s), round(0.75 * s)), 0, 180, 360, color, -1, cv2.LINE_AA)
+    chest = ((round(cx - 1.1 * s) - ox, shoulders_c[1]), (round(cx + 1.1 * s) - ox, round(cy + 2.2 * s) - oy))
+    cv2.rectangle(canvas, chest[0], chest[1], color, -1)
+    neck_color = (120, 150, 190) if canvas.ndim == 3 else color
+    neck = ((round(cx - 0.2 * s) - ox, round(cy + 0.4 * s) - oy), (round(cx + 0.2 * s) - ox, shoulders_c[1]))
+    cv2.rectangle(canvas, neck[0], neck[1], neck_color, -1)
+
+
+def _paste(target: np.ndarray, patch: np.ndarray | int, x0: int, y0: int, size: int) -> None:
+    h, w = target.shape[:2]
+    fx0, fy0, fx1, fy1 = max(0, x0), max(0, y0), min(w, x0 + size), min(h, y0 + size)
+    if fx0 < fx1 and fy0 < fy1:
+        value = patch if isinstance(patch, int) else patch[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+        target[fy0:fy1, fx0:fx1] = value
+
+
+def _draw_member(
+    image: np.ndarray, owner: np.ndarray, k: int, face: np.ndarray, a: Appearance, cx: float, cy: float
+) -> _Member:
+    """Draw one member into ``image`` and claim its visible pixels in ``owner``."""
+    s = a.face_px
+    _shapes(image, a.clothes, a, cx, cy, 0, 0)
+    fx, fy = round(cx - s / 2), round(cy - s / 2)
+    _paste(image, face, fx, fy, s)
+    # The same shapes in a local canvas that nothing clips, so pixels outside the frame count too.
+    ox, oy = round(cx - 1.1 * s) - 4, fy - 4
+    local = np.zeros((round(2.7 * s) + 12, round(2.2 * s) + 12), np.uint8)
+    _shapes(local, 255, a, cx, cy, ox, oy)
+    _paste(local, 255, fx - ox, fy - oy, s)
+    mask = local > 127
+    region = owner[max(0, oy) : oy + local.shape[0], max(0, ox) : ox + local.shape[1]]
+    inside = mask[max(0, -oy) : max(0, -oy) + region.shape[0], max(0, -ox) : max(0, -ox) + region.shape[1]]
+    region[inside] = k
+    return _Member(mask, ox, oy, (fx, fy, s))
+
+
+def _truth_row(
+    member: _Member, owner: np.ndarray, k: int, a: Appearance, frame: int, t: float, scene: int
+) -> dict[str, Any] | None:
+    h, w = owner.shape
+    fx, fy, s = member.face
+    fx0, fy0, fx1, fy1 = max(0, fx), max(0, fy), min(w, fx + s), min(h, fy + s)
+    visible = int(np.count_nonzero(owner == k))
+    if fx0 >= fx1 or fy0 >= fy1 or visible == 0:
+        return None  # only members whose face is (at least partly) in the picture
+    ys, xs = np.nonzero(member.mask)
+    face_visible = int(np.count_nonzero(owner[fy0:fy1, fx0:fx1] == k))
     return {
         "frame": frame,
         "time_s": t,
@@ -195,11 +242,12 @@ def _draw_member(
         "face_y1": float(fy0),
         "face_x2": float(fx1),
         "face_y2": float(fy1),
-        "x1": px0,
-        "y1": py0,
-        "x2": px1,
-        "y2": py1,
-        "visible_fraction": (fx1 - fx0) * (fy1 - fy0) / (s * s),
+        "x1": float(max(0, member.x0 + xs.min())),
+        "y1": float(max(0, member.y0 + ys.min())),
+        "x2": float(min(w, member.x0 + xs.max() + 1)),
+        "y2": float(min(h, member.y0 + ys.max() + 1)),
+        "visible_fraction": visible / int(member.mask.sum()),
+        "face_visible_fraction": face_visible / (s * s),
     }
 
 
@@ -225,7 +273,10 @@ def render_episode(spec: EpisodeSpec, out_dir: Path) -> SynthClip:
                 "generator_version": GENERATOR_VERSION,
                 "spec": spec.model_dump(mode="json"),
                 "frame_count": count,
-                "cast": [{"cast_id": i + 1, "lfw_index": idx} for i, idx in enumerate(cast_faces(spec))],
+                "cast": [
+                    {"cast_id": i + 1, "lfw_index": idx, "face": "astronaut" if idx == ASTRONAUT else "lfw"}
+                    for i, idx in enumerate(cast_faces(spec))
+                ],
                 "scenes": [
                     {"scene": s.index, "start_frame": s.start, "end_frame": s.end} for s in plan_scenes(spec)
                 ],

@@ -112,6 +112,8 @@ def draw_figure(
     y0 = int(np.floor(uv[:, 1].min())) - pad
     x1 = int(np.ceil(uv[:, 0].max())) + pad
     y1 = int(np.ceil(uv[:, 1].max())) + pad
+    if x1 <= 0 or y1 <= 0 or x0 >= pose.width or y0 >= pose.height:
+        return None  # wholly out of shot: it could not contribute a visible pixel
     image = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     shift = 4  # sub-pixel drawing precision for cv2
@@ -184,9 +186,15 @@ def draw_shadow(frame: np.ndarray, pose: CameraPose, pos: np.ndarray) -> None:
     if np.any(depth <= 0.5):
         return
     pts = np.round(uv).astype(np.int32)
-    overlay = frame.copy()
-    cv2.fillPoly(overlay, [pts], (20, 50, 20), cv2.LINE_AA)
-    cv2.addWeighted(overlay, 0.35, frame, 0.65, 0, dst=frame)
+    # Blend only the shadow's bounding box: a full-frame blend per person dominated render time.
+    x0, y0 = max(0, int(pts[:, 0].min()) - 1), max(0, int(pts[:, 1].min()) - 1)
+    x1, y1 = min(frame.shape[1], int(pts[:, 0].max()) + 2), min(frame.shape[0], int(pts[:, 1].max()) + 2)
+    if x0 >= x1 or y0 >= y1:
+        return
+    region = frame[y0:y1, x0:x1]
+    overlay = region.copy()
+    cv2.fillPoly(overlay, [pts - [x0, y0]], (20, 50, 20), cv2.LINE_AA)
+    cv2.addWeighted(overlay, 0.35, region, 0.65, 0, dst=region)
 
 
 def composite(frame: np.ndarray, figures: list[DrawnFigure]) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from infra.synth.audio import match_audio
-from infra.synth.camera import LOOKAHEAD_S, CameraPath
+from infra.synth.camera import LOOKAHEAD_S, CameraPath, CameraPose
 from infra.synth.encode import write_mp4
 from infra.synth.figures import composite, draw_ball, draw_figure, draw_shadow, kit_for, tight_box
 from infra.synth.pitch import build_stadium, draw_goals, render_background
@@ -39,6 +39,19 @@ GROUND_TRUTH_SCHEMA: dict[str, Any] = {
     "visible_fraction": pl.Float32,
     "angle": pl.Utf8,
 }
+# The ball is not a person: it gets its own small table, one row per frame.
+BALL_SCHEMA: dict[str, Any] = {
+    "frame": pl.Int32,
+    "time_s": pl.Float64,
+    "world_time_s": pl.Float64,
+    "x": pl.Float32,  # pixel centre (may lie outside the frame)
+    "y": pl.Float32,
+    "radius_px": pl.Float32,
+    "in_view": pl.Boolean,
+    "world_x": pl.Float32,
+    "world_y": pl.Float32,
+    "world_z": pl.Float32,
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,28 @@ class RenderedFrame:
     image: np.ndarray  # (H, W, 3) BGR uint8
     ground_truth: list[dict[str, Any]] = field(default_factory=list)
     ball: tuple[float, float] | None = None  # pixel position of the ball, if in view
+    ball_truth: dict[str, Any] = field(default_factory=dict)  # one BALL_SCHEMA row
+
+
+def _ball_truth(
+    frame: int, video_t: float, world_t: float, ball: np.ndarray, pose: CameraPose
+) -> dict[str, Any]:
+    uv, depth = pose.project(ball)
+    radius = 0.11 * pose.focal_px / float(depth[0]) if depth[0] > 0.5 else 0.0
+    x, y = float(uv[0, 0]), float(uv[0, 1])
+    in_view = depth[0] > 0.5 and -radius <= x < pose.width + radius and -radius <= y < pose.height + radius
+    return {
+        "frame": frame,
+        "time_s": video_t,
+        "world_time_s": world_t,
+        "x": x,
+        "y": y,
+        "radius_px": radius,
+        "in_view": bool(in_view),
+        "world_x": float(ball[0]),
+        "world_y": float(ball[1]),
+        "world_z": float(ball[2]),
+    }
 
 
 def simulate(spec: GameSpec) -> World:
@@ -107,7 +142,9 @@ def iter_game_frames(
                 }
             )
         rows.sort(key=lambda r: r["person_id"])
-        yield RenderedFrame(frame, video_t, image, rows)
+        ball = _ball_truth(frame, video_t, sample.time_s, sample.ball, pose)
+        ball_px = (ball["x"], ball["y"]) if ball["in_view"] else None
+        yield RenderedFrame(frame, video_t, image, rows, ball_px, ball)
 
 
 def render_game(spec: GameSpec, out_dir: Path) -> list[SynthClip]:
@@ -120,16 +157,24 @@ def render_game(spec: GameSpec, out_dir: Path) -> list[SynthClip]:
         stem = spec.name if len(spec.angles) == 1 else f"{spec.name}_{angle.name}"
         video = out_dir / f"{stem}.mp4"
         rows: list[dict[str, Any]] = []
+        balls: list[dict[str, Any]] = []
 
-        def frames(angle_name: str = angle.name, sink: list[dict[str, Any]] = rows) -> Iterator[np.ndarray]:
+        def frames(
+            angle_name: str = angle.name,
+            sink: list[dict[str, Any]] = rows,
+            ball_sink: list[dict[str, Any]] = balls,
+        ) -> Iterator[np.ndarray]:
             for rendered in iter_game_frames(spec, angle_name, world):
                 sink.extend(rendered.ground_truth)
+                ball_sink.append(rendered.ball_truth)
                 yield rendered.image
 
         audio = match_audio(world, angle.offset_s, spec.duration_s) if spec.with_audio else None
         count = write_mp4(video, frames(), spec.fps, spec.width, spec.height, spec.encode, audio=audio)
         truth = out_dir / f"{stem}.gt.parquet"
         pl.DataFrame(rows, schema=GROUND_TRUTH_SCHEMA).write_parquet(truth)
+        ball_path = out_dir / f"{stem}.ball.parquet"
+        pl.DataFrame(balls, schema=BALL_SCHEMA).write_parquet(ball_path)
         sidecar = out_dir / f"{stem}.json"
         sidecar.write_text(
             json.dumps(
@@ -139,6 +184,10 @@ def render_game(spec: GameSpec, out_dir: Path) -> list[SynthClip]:
                     "spec": spec.model_dump(mode="json"),
                     "angle": angle.model_dump(mode="json"),
                     "frame_count": count,
+                    "angle_time_offset_s": angle.offset_s,
+                    "audio": spec.with_audio,
+                    "files": {"video": video.name, "ground_truth": truth.name, "ball": ball_path.name},
+                    "whistles": _whistles(world, angle.offset_s, spec.duration_s),
                     "teams": {
                         "home": list(resolve_color(spec.home_color)),
                         "away": list(resolve_color(spec.away_color)),
@@ -156,5 +205,15 @@ def render_game(spec: GameSpec, out_dir: Path) -> list[SynthClip]:
                 indent=2,
             )
         )
-        clips.append(SynthClip(video, truth, sidecar, count, time.perf_counter() - started, angle=angle.name))
+        elapsed = time.perf_counter() - started
+        clips.append(SynthClip(video, truth, sidecar, count, elapsed, angle=angle.name, ball_path=ball_path))
     return clips
+
+
+def _whistles(world: World, offset_s: float, duration_s: float) -> list[dict[str, float]]:
+    """Whistles heard in this angle, in world time and in this video's time (for audio sync checks)."""
+    return [
+        {"world_time_s": w.time_s, "video_time_s": w.time_s - offset_s, "duration_s": w.duration_s}
+        for w in world.whistles
+        if offset_s - w.duration_s < w.time_s < offset_s + duration_s
+    ]

@@ -74,6 +74,9 @@ class MatchSim:
         self.phase = rng.uniform(0.0, 1.0, self.n)
         self.owner = self._kickoff_taker()
         self.hold_until = float(rng.uniform(0.8, 2.0))
+        if self.owner >= 0:  # the ball starts at the taker's feet rather than jumping there on step 1
+            feet = self.pos[self.owner] + 0.55 * self.heading[self.owner]
+            self.ball = np.array([feet[0], feet[1], BALL_RADIUS])
 
     # ---- recording -------------------------------------------------------------------
     def run(self, steps: int, dt: float) -> Track:

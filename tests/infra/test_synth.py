@@ -10,8 +10,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from infra.synth import DamageKind, GameSpec, SynthClip, iter_game_frames, render_game
-from infra.synth.episode import cast_faces
+from infra.synth import (
+    DamageKind,
+    EpisodeSpec,
+    GameSpec,
+    SynthClip,
+    iter_episode_frames,
+    iter_game_frames,
+    render_episode,
+    render_game,
+)
+from infra.synth.episode import ASTRONAUT, cast_faces
 
 
 def _decoded_frames(path: Path) -> list[np.ndarray]:
@@ -178,3 +187,64 @@ def test_damaged_variants_are_really_damaged(
         except av.error.FFmpegError:
             pass
     assert (frames >= game_spec.frame_count) == decodes_fully
+
+
+def _overlaps(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a["x1"] < b["x2"] and b["x1"] < a["x2"] and a["y1"] < b["y2"] and b["y1"] < a["y2"]
+
+
+def test_a_partly_hidden_person_is_clipped_by_the_frame_or_covered_by_someone(game_clip: SynthClip) -> None:
+    gt = pl.read_parquet(game_clip.ground_truth_path)
+    by_frame = gt.partition_by("frame", as_dict=True)
+    hidden = gt.filter(pl.col("visible_fraction") < 1.0)
+    assert hidden.height > 0, "a 3 s clip of a match has occlusions or people at the edge"
+    for row in hidden.iter_rows(named=True):
+        at_edge = row["x1"] == 0 or row["y1"] == 0 or row["x2"] == 640 or row["y2"] == 360
+        others = [
+            r for r in by_frame[(row["frame"],)].iter_rows(named=True) if r["person_id"] != row["person_id"]
+        ]
+        assert at_edge or any(_overlaps(row, r) for r in others), row
+
+
+def test_ball_table_follows_the_ball_in_world_and_pixels(game_clip: SynthClip, game_spec: GameSpec) -> None:
+    assert game_clip.ball_path is not None
+    ball = pl.read_parquet(game_clip.ball_path)
+    assert ball["frame"].to_list() == list(range(game_spec.frame_count))
+    assert ball["in_view"].any()
+    assert ball["world_z"].min() > 0 and ball["world_x"].is_between(-2, 107).all()
+    steps = np.hypot(np.diff(ball["world_x"].to_numpy()), np.diff(ball["world_y"].to_numpy()))
+    assert steps.max() < 30 / game_spec.fps, "the ball never moves faster than a hard shot"
+    sidecar = json.loads(game_clip.sidecar_path.read_text())
+    assert sidecar["files"]["ball"] == game_clip.ball_path.name
+    assert sidecar["angle_time_offset_s"] == 0.0
+
+
+def test_rendered_frames_carry_the_ball_only_when_it_is_in_view(game_spec: GameSpec) -> None:
+    for rendered in iter_game_frames(game_spec.model_copy(update={"duration_s": 0.2})):
+        truth = rendered.ball_truth
+        assert (rendered.ball is not None) == truth["in_view"]
+        assert truth["world_time_s"] == pytest.approx(rendered.time_s)
+
+
+def test_episode_visible_fraction_is_exact_and_the_astronaut_can_join(tmp_path: Path) -> None:
+    spec = EpisodeSpec(duration_s=2.0, cast_size=3, seed=3, include_astronaut=True, width=320, height=180)
+    assert cast_faces(spec).count(ASTRONAUT) == 1
+    assert cast_faces(spec.model_copy(update={"include_astronaut": False})).count(ASTRONAUT) == 0
+    for rendered in iter_episode_frames(spec):
+        for row in rendered.ground_truth:
+            assert 0 < row["visible_fraction"] <= 1 and 0 <= row["face_visible_fraction"] <= 1
+            assert row["x1"] <= row["face_x1"] and row["face_x2"] <= row["x2"], (
+                "the face is part of the person"
+            )
+    clip = render_episode(spec, tmp_path)
+    cast = json.loads(clip.sidecar_path.read_text())["cast"]
+    assert [c["face"] for c in cast].count("astronaut") == 1
+
+
+def test_container_duration_matches_the_spec(game_clip: SynthClip, two_angle_game: list[SynthClip]) -> None:
+    for clip, seconds in ((game_clip, 3.0), *((c, 4.0) for c in two_angle_game)):
+        with av.open(str(clip.video_path)) as container:
+            assert container.duration is not None
+            assert container.duration / 1e6 == pytest.approx(seconds, abs=0.1)
+            for audio in container.streams.audio:
+                assert audio.channels == 1 and audio.codec_context.name == "aac"

@@ -1,0 +1,446 @@
+"""embed: one vector per sampled detection — jersey appearance for games, a face descriptor for episodes.
+
+**Appearance** (``kind = "appearance"``, :data:`APPEARANCE_DIM` floats, layout in :data:`APPEARANCE_LAYOUT`).
+Inside a player's box, four horizontal bands are read (:data:`BANDS`): the torso (the box's
+upper-middle part, where the jersey is), the shorts, the thighs (skin) and the top of the head (hair).
+Pixels of the pitch are masked out so the background never leaks into a colour: the frame's own grass
+colour is measured first (:func:`pitch_colour`) and only pixels near it in hue and brightness are
+dropped (:func:`grass_mask`), so a green goalkeeper shirt survives; each band's colour is
+the per-channel median of what is left, in CIELAB (L in 0..100, a and b in -128..127: perceptual, so
+Euclidean distances are ΔE76 colour differences). The torso also gets a coarse a*b* chroma histogram
+(4 x 4 bins, sums to 1) that separates two-colour kits with the same median, and the share of its
+pixels that were not pitch (a reliability weight: a box mostly of grass says little).
+
+**Face** (``kind = "face"``, 128 floats): dlib's ResNet face descriptor (the ``face_recognition``
+model, trained so that two photos of one person are < 0.6 apart in Euclidean distance), computed on
+the face box after aligning it with dlib's 5-point landmark model. Face boxes come from the tracks
+(episodes are tracked by their faces, see :mod:`tasks.episode_track`) or, with
+``detect_in_box=True``, from dlib's HOG detector run inside each person box.
+
+Frames are read with PyAV in decode order, once per chunk, and only the sampled frames are
+converted to pixels; a track is sampled at most every ``sample_every_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final, Literal, NamedTuple
+
+import av
+import cv2
+import numpy as np
+import polars as pl
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+
+from storage.artifacts import ArtifactRef, RunRef
+from storage.schemas import polars_schema, validate_table
+from tasks.common import retry_transient, store
+from tasks.ingest import Chunk
+
+# --- appearance vector layout --------------------------------------------------------------------
+
+HIST_BINS: Final = 4
+_BANDS: Final = ("torso", "shorts", "skin", "hair")
+APPEARANCE_LAYOUT: Final[dict[str, slice]] = {
+    "torso_lab": slice(0, 3),
+    "shorts_lab": slice(3, 6),
+    "skin_lab": slice(6, 9),
+    "hair_lab": slice(9, 12),
+    "torso_hist": slice(12, 12 + HIST_BINS * HIST_BINS),
+    "torso_coverage": slice(12 + HIST_BINS * HIST_BINS, 13 + HIST_BINS * HIST_BINS),
+}
+APPEARANCE_DIM: Final = 13 + HIST_BINS * HIST_BINS
+FACE_DIM: Final = 128
+APPEARANCE_MODEL: Final = (
+    f"lab-bands-v1 ({APPEARANCE_DIM}-d: torso/shorts/skin/hair CIELAB medians + ab histogram)"
+)
+FACE_MODEL: Final = "dlib_face_recognition_resnet_model_v1 + shape_predictor_5_face_landmarks"
+
+# Bands as fractions of the box height (top = 0), for an upright person whose box runs from the top of
+# the head to the feet: hair 0-5 %, shoulders at ~17 % and hips at ~48 %, so the jersey fills 20-45 %;
+# shorts 49-58 %; bare thighs (or the shorts' hem and socks, for long kits) 61-70 %. The middle of the
+# width avoids swinging arms and legs.
+BANDS: Final[dict[str, tuple[tuple[float, float], tuple[float, float]]]] = {
+    "torso": ((0.20, 0.45), (0.25, 0.75)),
+    "shorts": ((0.49, 0.58), (0.25, 0.75)),
+    "skin": ((0.61, 0.70), (0.20, 0.80)),
+    "hair": ((0.00, 0.05), (0.30, 0.70)),
+}
+
+
+class EmbedParams(BaseModel):
+    """Everything that changes embed's output (:meth:`for_faces` gives the episode defaults)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["appearance", "face"] = "appearance"
+    sample_every_s: float = Field(default=0.4, ge=0, description="Minimum time between samples of a track.")
+    dense_below: int = Field(default=10, ge=0, description="Tracks with fewer rows keep every row.")
+    max_per_track: int = Field(default=0, ge=0, description="Most samples per track (0 = no limit).")
+    min_box_height_px: float = Field(default=24.0, ge=0, description="Smaller boxes are not embedded.")
+    detect_in_box: bool = Field(
+        default=False, description="Faces: run HOG inside each box (else box = face)."
+    )
+    face_upsample: int = Field(default=1, ge=0, le=2, description="HOG upsampling (faces are small).")
+    face_jitter: int = Field(default=0, ge=0, description="dlib num_jitters (0 = one pass; more is slower).")
+
+    @classmethod
+    def for_faces(cls, **changes: Any) -> EmbedParams:
+        """Episodes: one face a second, at most 2 per track — a track's faces agree within ~0.1, and
+        the 128-d model costs ~80 ms a face here, so more samples buy nothing but time."""
+        base = {
+            "kind": "face",
+            "sample_every_s": 1.0,
+            "dense_below": 0,
+            "max_per_track": 2,
+            "min_box_height_px": 40,
+        }
+        return cls(**{**base, **changes})
+
+
+# --- colour --------------------------------------------------------------------------------------
+
+
+def grass_mask(image_bgr: np.ndarray, pitch: PitchColour | None = None) -> np.ndarray:
+    """True where a pixel looks like pitch grass.
+
+    Without ``pitch``: hue 28-95 (OpenCV's 0-180 scale), saturation ≥ 50, value ≥ 30 — grass is a
+    yellowish green on screen; the saturation floor keeps grey, white and black kits out. With the
+    frame's :class:`PitchColour`, only pixels within ±10 of its hue and 0.55-1.45 x its brightness
+    count, so a green goalkeeper shirt (a different hue or much brighter) is not taken for grass.
+    """
+    hsv = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)
+    h, s, v = hsv[..., 0].astype(np.int16), hsv[..., 1], hsv[..., 2]
+    if pitch is None:
+        return np.asarray((h >= 28) & (h <= 95) & (s >= 50) & (v >= 30))
+    return np.asarray(
+        (np.abs(h - pitch.hue) <= 10) & (s >= 50) & (v >= 0.55 * pitch.value) & (v <= 1.45 * pitch.value)
+    )
+
+
+class PitchColour(NamedTuple):
+    """The frame's dominant grass colour (OpenCV HSV)."""
+
+    hue: float
+    value: float
+
+
+def pitch_colour(image_bgr: np.ndarray) -> PitchColour | None:
+    """Median hue and brightness of the grass-like pixels of a frame (every 8th pixel); None if none."""
+    small = np.ascontiguousarray(image_bgr[::8, ::8])
+    mask = grass_mask(small)
+    if mask.mean() < 0.05:
+        return None
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)[mask]
+    return PitchColour(float(np.median(hsv[:, 0])), float(np.median(hsv[:, 2])))
+
+
+def _band(crop: np.ndarray, rows: tuple[float, float], cols: tuple[float, float]) -> np.ndarray:
+    h, w = crop.shape[:2]
+    y0, y1 = int(h * rows[0]), max(int(h * rows[0]) + 1, round(h * rows[1]))
+    x0, x1 = int(w * cols[0]), max(int(w * cols[0]) + 1, round(w * cols[1]))
+    return crop[y0:y1, x0:x1]
+
+
+def appearance_vector(crop_bgr: np.ndarray, pitch: PitchColour | None = None) -> np.ndarray:
+    """The appearance vector of one person crop (BGR, the whole box); see :data:`APPEARANCE_LAYOUT`."""
+    out = np.zeros(APPEARANCE_DIM, np.float32)
+    if crop_bgr.size == 0:
+        return out
+    crop = np.ascontiguousarray(crop_bgr)
+    grass = grass_mask(crop, pitch)  # one colour conversion per crop, not per band
+    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB)
+    for name in _BANDS:
+        keep = ~_band(grass, *BANDS[name])
+        if keep.size == 0:
+            continue
+        if name == "torso":
+            out[APPEARANCE_LAYOUT["torso_coverage"]] = float(keep.mean())
+        pixels = _band(lab, *BANDS[name])[keep].astype(np.float32)
+        if not len(pixels):
+            continue
+        pixels[:, 0] *= 100.0 / 255.0
+        pixels[:, 1:] -= 128.0
+        out[APPEARANCE_LAYOUT[f"{name}_lab"]] = np.median(pixels, axis=0)
+        if name == "torso":
+            edges = np.linspace(-64.0, 64.0, HIST_BINS + 1)
+            a = np.clip(np.digitize(pixels[:, 1], edges[1:-1]), 0, HIST_BINS - 1)
+            b = np.clip(np.digitize(pixels[:, 2], edges[1:-1]), 0, HIST_BINS - 1)
+            hist = np.bincount(a * HIST_BINS + b, minlength=HIST_BINS * HIST_BINS).astype(np.float32)
+            out[APPEARANCE_LAYOUT["torso_hist"]] = hist / hist.sum()
+    return out
+
+
+# --- faces ---------------------------------------------------------------------------------------
+
+
+def face_models_dir() -> Path:
+    """Where ``face_recognition_models`` keeps its weights (found without importing the package)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("face_recognition_models is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+@lru_cache(maxsize=1)
+def face_models() -> tuple[Any, Any, Any]:
+    """(HOG detector, 5-point shape predictor, 128-d embedder), loaded once per process."""
+    import dlib
+
+    folder = face_models_dir()
+    return (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat")),
+        dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat")),
+    )
+
+
+def detect_faces(
+    image_rgb: np.ndarray, upsample: int = 1, threshold: float = 0.0
+) -> list[tuple[float, float, float, float, float]]:
+    """HOG face boxes ``(x1, y1, x2, y2, score)`` in the image's pixels (SVM margin ≥ ``threshold``)."""
+    detector, _, _ = face_models()
+    image_rgb = np.ascontiguousarray(image_rgb)  # dlib ignores row padding (PyAV pads rows)
+    rects, scores, _ = detector.run(image_rgb, upsample, threshold)
+    h, w = image_rgb.shape[:2]
+    return [
+        (max(0.0, r.left()), max(0.0, r.top()), min(float(w), r.right()), min(float(h), r.bottom()), float(s))
+        for r, s in zip(rects, scores, strict=True)
+    ]
+
+
+def face_descriptors(
+    image_rgb: np.ndarray, boxes: Iterable[tuple[float, float, float, float]], jitter: int = 0
+) -> np.ndarray:
+    """(n, 128) dlib descriptors of the faces in ``boxes`` (aligned with the 5-point landmarks)."""
+    import dlib
+
+    _, predictor, embedder = face_models()
+    image_rgb = np.ascontiguousarray(image_rgb)  # dlib ignores row padding (PyAV pads rows)
+    rects = [dlib.rectangle(int(x1), int(y1), int(x2), int(y2)) for x1, y1, x2, y2 in boxes]
+    if not rects:
+        return np.empty((0, FACE_DIM), np.float32)
+    shapes = dlib.full_object_detections()
+    for rect in rects:
+        shapes.append(predictor(image_rgb, rect))
+    chips = dlib.get_face_chips(image_rgb, shapes, size=150, padding=0.25)
+    vectors = (
+        embedder.compute_face_descriptor(chips, jitter) if jitter else embedder.compute_face_descriptor(chips)
+    )
+    return np.asarray([np.asarray(v) for v in vectors], np.float32)
+
+
+# --- sampling and frames -------------------------------------------------------------------------
+
+
+def select_samples(tracks: pl.DataFrame, params: EmbedParams) -> pl.DataFrame:
+    """The track rows to embed: per track, a sample at most every ``sample_every_s`` seconds.
+
+    Greedy in time order on each track, so a track's first row is always kept; tracks with fewer
+    than ``dense_below`` rows keep every row (a short track needs all the evidence it has); boxes
+    smaller than ``min_box_height_px`` are skipped (too few pixels for a colour or a face).
+    """
+    rows = tracks.filter((pl.col("y2") - pl.col("y1")) >= params.min_box_height_px).sort(
+        "angle", "track_id", "frame"
+    )
+    if rows.is_empty() or params.sample_every_s <= 0:
+        return rows
+    keep = np.zeros(rows.height, bool)
+    tid, ang, t = rows["track_id"].to_numpy(), rows["angle"].to_list(), rows["time_s"].to_numpy()
+    dense = rows.select(pl.len().over("angle", "track_id") < params.dense_below).to_series().to_numpy()
+    last_key: tuple[str, int] | None = None
+    last_t = -np.inf
+    for i in range(rows.height):
+        key = (ang[i], int(tid[i]))
+        if dense[i] or key != last_key or t[i] - last_t >= params.sample_every_s - 1e-6:
+            keep[i] = True
+            last_key, last_t = key, t[i]
+    chosen = rows.filter(pl.Series(keep))
+    if params.max_per_track <= 0:
+        return chosen
+    # evenly spread the allowed samples over each track: the first row of each of m equal buckets
+    rank = pl.int_range(pl.len()).over("angle", "track_id")
+    bucket = (rank * params.max_per_track) // pl.len().over("angle", "track_id")
+    first = bucket != bucket.shift(1).over("angle", "track_id")
+    return chosen.with_columns(_first=first.fill_null(True)).filter(pl.col("_first")).drop("_first")
+
+
+def iter_frames(
+    path: str, frames: Iterable[int], *, start_s: float = 0.0, rgb: bool = False, fast: bool = True
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode ``path`` once, in order, and yield ``(frame index, BGR/RGB array)`` for the wanted frames.
+
+    Frame indices follow detect_track's convention: ``round((pts_time - stream start) * fps)``.
+    Decoding seeks to the keyframe before ``start_s`` and stops after the last wanted frame.
+    """
+    wanted = sorted(set(frames))
+    if not wanted:
+        return
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1  # one core per Dask worker; frame threads gain nothing here
+        if fast:
+            # Skipping H.264's deblocking filter cuts decoding by ~30 %; it only smooths block edges,
+            # which moves no colour median.
+            stream.codec_context.options = {"skip_loop_filter": "all"}
+        tb = float(stream.time_base or 0)
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        origin = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+        if start_s > 0 and tb:
+            container.seek(int((start_s + origin) / tb), stream=stream, backward=True)
+        want = iter(wanted)
+        target = next(want)
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            index = round((float(frame.pts * tb) - origin) * fps)
+            while index > target:
+                target = next(want, -1)
+                if target < 0:
+                    return
+            if index == target:
+                yield index, frame.to_ndarray(format="rgb24" if rgb else "bgr24")
+                target = next(want, -1)
+                if target < 0:
+                    return
+
+
+def _clip_box(row: dict[str, Any], w: int, h: int) -> tuple[int, int, int, int]:
+    x1, y1 = max(0, int(row["x1"])), max(0, int(row["y1"]))
+    x2, y2 = min(w, int(np.ceil(row["x2"]))), min(h, int(np.ceil(row["y2"])))
+    return x1, y1, x2, y2
+
+
+def embed_frames(
+    frames: Iterable[tuple[int, np.ndarray]], samples: pl.DataFrame, params: EmbedParams, *, angle: str
+) -> pl.DataFrame:
+    """Embeddings of ``samples`` (track rows of one angle) from decoded ``frames`` (pure but for models).
+
+    Frames must be BGR for appearance and RGB for faces (:func:`iter_frames`' ``rgb``).
+    """
+    by_frame: dict[int, list[dict[str, Any]]] = {}
+    for row in samples.filter(pl.col("angle") == angle).iter_rows(named=True):
+        by_frame.setdefault(int(row["frame"]), []).append(row)
+    out: list[dict[str, Any]] = []
+    for index, image in frames:
+        rows = by_frame.get(index)
+        if not rows:
+            continue
+        h, w = image.shape[:2]
+        if params.kind == "appearance":
+            pitch = pitch_colour(image)
+            for row in rows:
+                x1, y1, x2, y2 = _clip_box(row, w, h)
+                if x2 - x1 < 4 or y2 - y1 < 8:
+                    continue
+                vector = appearance_vector(image[y1:y2, x1:x2], pitch)
+                out.append(_row(angle, row, index, "appearance", vector, None))
+        else:
+            out.extend(_face_rows(image, rows, params, angle, index))
+    return pl.DataFrame(out, schema=polars_schema("embeddings"))
+
+
+def _face_rows(
+    image: np.ndarray, rows: list[dict[str, Any]], params: EmbedParams, angle: str, index: int
+) -> list[dict[str, Any]]:
+    h, w = image.shape[:2]
+    faces: list[tuple[dict[str, Any], tuple[float, float, float, float]]] = []
+    for row in rows:
+        x1, y1, x2, y2 = _clip_box(row, w, h)
+        if x2 - x1 < 8 or y2 - y1 < 8:
+            continue
+        if not params.detect_in_box:
+            faces.append((row, (x1, y1, x2, y2)))
+            continue
+        found = detect_faces(np.ascontiguousarray(image[y1:y2, x1:x2]), params.face_upsample)
+        if found:
+            fx1, fy1, fx2, fy2, _ = max(found, key=lambda f: f[4])
+            faces.append((row, (x1 + fx1, y1 + fy1, x1 + fx2, y1 + fy2)))
+    vectors = face_descriptors(image, [box for _, box in faces], params.face_jitter)
+    return [
+        _row(angle, row, index, "face", vector, box)
+        for (row, box), vector in zip(faces, vectors, strict=True)
+    ]
+
+
+def _row(
+    angle: str,
+    row: dict[str, Any],
+    frame: int,
+    kind: str,
+    vector: np.ndarray,
+    face: tuple[float, float, float, float] | None,
+) -> dict[str, Any]:
+    fx1, fy1, fx2, fy2 = face if face is not None else (None, None, None, None)
+    return {
+        "angle": angle,
+        "track_id": int(row["track_id"]),
+        "frame": frame,
+        "kind": kind,
+        "vector": vector.astype(np.float32).tolist(),
+        "face_x1": fx1,
+        "face_y1": fy1,
+        "face_x2": fx2,
+        "face_y2": fy2,
+    }
+
+
+def embed_video(
+    path: str,
+    tracks: pl.DataFrame,
+    params: EmbedParams,
+    *,
+    angle: str,
+    start_s: float = 0.0,
+    end_s: float = float("inf"),
+) -> pl.DataFrame:
+    """Embeddings of one angle's tracks in ``[start_s, end_s)`` (one chunk): decode once, embed samples."""
+    rows = tracks.filter(
+        (pl.col("angle") == angle) & (pl.col("time_s") >= start_s - 1e-6) & (pl.col("time_s") < end_s - 1e-6)
+    )
+    samples = select_samples(rows, params)
+    frames = iter_frames(
+        path,
+        samples["frame"].to_list(),
+        start_s=start_s,
+        rgb=params.kind == "face",
+        fast=params.kind == "appearance",
+    )
+    table = embed_frames(frames, samples, params, angle=angle)
+    validate_table("embeddings", table)
+    return table
+
+
+# --- the stage -------------------------------------------------------------------------------------
+
+
+@task(
+    name="embed",
+    retries=2,
+    retry_delay_seconds=1,
+    retry_condition_fn=retry_transient,
+    task_run_name="embed-{chunk.angle}-{chunk.index}",
+)
+def embed_task(ref: RunRef, chunk: Chunk, params: EmbedParams) -> ArtifactRef:
+    """One chunk's tracks → its embeddings part (skipped when a previous attempt wrote it)."""
+    artifacts = store()
+    if artifacts.has_part(ref, "embeddings", chunk.index):
+        return artifacts.part_ref(ref, "embeddings", chunk.index)
+    tracks = pl.from_arrow(artifacts.read_table(ref, "tracks"))
+    assert isinstance(tracks, pl.DataFrame)
+    table = embed_video(
+        chunk.path, tracks, params, angle=chunk.angle, start_s=chunk.start_s, end_s=chunk.end_s
+    )
+    return artifacts.write_part(ref, "embeddings", chunk.index, table)
+
+
+@task(name="embed-collect", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
+def collect_embeddings_task(ref: RunRef, chunks: list[Chunk]) -> ArtifactRef:
+    """Every chunk's embeddings part → the run's embeddings.parquet."""
+    artifacts = store()
+    parts = (artifacts.read_part(ref, "embeddings", c.index) for c in chunks)
+    return artifacts.write_table(ref, "embeddings", parts)

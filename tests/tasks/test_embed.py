@@ -1,0 +1,149 @@
+"""embed: jersey colours that separate teams, face descriptors that separate people, read once per chunk."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from storage.schemas import validate_table
+from tasks.embed import (
+    APPEARANCE_DIM,
+    APPEARANCE_LAYOUT,
+    FACE_DIM,
+    EmbedParams,
+    appearance_vector,
+    grass_mask,
+    iter_frames,
+    pitch_colour,
+    select_samples,
+)
+from tests.fixtures import identities
+from tests.fixtures.identities import EpisodeCase, GameCase
+
+# Session fixtures of tests/fixtures/identities.py (until tests/conftest.py registers the module).
+identity_game = identities.identity_game
+identity_episode = identities.identity_episode
+
+GRASS = (58, 128, 48)  # BGR of the synthetic pitch
+RED, KEEPER_GREEN = (40, 40, 200), (60, 200, 120)
+
+
+def _player(shirt: tuple[int, int, int], h: int = 80, w: int = 30) -> np.ndarray:
+    """A crude player on grass: shirt over the torso band, white shorts, skin legs."""
+    crop = np.zeros((h, w, 3), np.uint8)
+    crop[:] = GRASS
+    crop[int(0.15 * h) : int(0.48 * h), 8:22] = shirt
+    crop[int(0.48 * h) : int(0.6 * h), 8:22] = (240, 240, 240)
+    crop[int(0.6 * h) :, 10:20] = (130, 168, 214)
+    crop[: int(0.12 * h), 11:19] = (30, 45, 70)
+    return crop
+
+
+def test_torso_colour_ignores_the_pitch_around_the_player() -> None:
+    vector = appearance_vector(_player(RED))
+    assert vector.shape == (APPEARANCE_DIM,)
+    _, a, b = vector[APPEARANCE_LAYOUT["torso_lab"]]
+    assert a > 50 and b > 30  # red, not green: the grass between the arms is masked out
+    assert vector[APPEARANCE_LAYOUT["shorts_lab"]][0] > 90  # white shorts
+    assert abs(float(vector[APPEARANCE_LAYOUT["torso_hist"]].sum()) - 1.0) < 1e-5
+    assert 0.3 < vector[APPEARANCE_LAYOUT["torso_coverage"]][0] < 1.0
+
+
+def test_a_green_keeper_shirt_is_not_taken_for_grass_once_the_pitch_colour_is_known() -> None:
+    frame = np.zeros((200, 300, 3), np.uint8)
+    frame[:] = GRASS
+    pitch = pitch_colour(frame)
+    assert pitch is not None
+    shirt = np.zeros((10, 10, 3), np.uint8)
+    shirt[:] = KEEPER_GREEN
+    assert grass_mask(shirt).all()  # the generic mask would drop it ...
+    assert not grass_mask(shirt, pitch).any()  # ... the frame's own pitch colour does not
+    _, a, _ = appearance_vector(_player(KEEPER_GREEN), pitch)[APPEARANCE_LAYOUT["torso_lab"]]
+    assert a < -30
+
+
+def test_samples_are_spaced_per_track_but_short_tracks_keep_every_row() -> None:
+    rows = [
+        {
+            "angle": "main",
+            "track_id": t,
+            "frame": 5 * k,
+            "time_s": k / 5,
+            "x1": 0.0,
+            "y1": 0.0,
+            "x2": 20.0,
+            "y2": 60.0,
+        }
+        for t, n in ((1, 50), (2, 4))
+        for k in range(n)
+    ]
+    chosen = select_samples(pl.DataFrame(rows), EmbedParams(sample_every_s=0.4))
+    counts = dict(chosen.group_by("track_id").len().iter_rows())
+    assert counts == {1: 25, 2: 4}
+    capped = select_samples(pl.DataFrame(rows), EmbedParams.for_faces())
+    assert dict(capped.group_by("track_id").len().iter_rows()) == {1: 2, 2: 1}
+
+
+def test_iter_frames_yields_exactly_the_wanted_frames_in_order(identity_game: GameCase) -> None:
+    wanted = [0, 5, 7, 120, 121, 295]
+    got = [index for index, _ in iter_frames(str(identity_game.clip.video_path), wanted)]
+    assert got == wanted
+    tail = [index for index, _ in iter_frames(str(identity_game.clip.video_path), [250, 260], start_s=9.0)]
+    assert tail == [250, 260]
+
+
+def test_game_embeddings_follow_the_pinned_schema_and_separate_the_teams(identity_game: GameCase) -> None:
+    embeddings = identity_game.embeddings
+    validate_table("embeddings", embeddings)
+    assert set(embeddings["kind"]) == {"appearance"}
+    assert set(embeddings["vector"].list.len()) == {APPEARANCE_DIM}
+    assert embeddings["face_x1"].null_count() == embeddings.height
+    assert set(embeddings["track_id"]) <= set(identity_game.tracks["track_id"])
+    truth = identity_game.tracks.select("track_id", "frame", "team").unique()
+    rows = embeddings.join(truth, on=["track_id", "frame"])
+    torso = {
+        team: np.median(np.asarray(rows.filter(pl.col("team") == team)["vector"].to_list())[:, :3], axis=0)
+        for team in ("home", "away")
+    }
+    assert np.linalg.norm(torso["home"] - torso["away"]) > 30  # red vs blue, ΔE
+
+
+def test_faces_of_one_cast_member_are_close_and_of_two_far(identity_episode: EpisodeCase) -> None:
+    embeddings = identity_episode.embeddings
+    validate_table("embeddings", embeddings)
+    assert set(embeddings["vector"].list.len()) == {FACE_DIM}
+    assert embeddings["face_x1"].null_count() == 0
+    rows = embeddings.join(
+        identity_episode.tracks.select("track_id", "frame", "cast_id"), on=["track_id", "frame"]
+    )
+    rows = rows.drop_nulls("cast_id")
+    vectors = np.asarray(rows["vector"].to_list())
+    cast = rows["cast_id"].to_numpy()
+    d = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
+    same = d[(cast[:, None] == cast[None]) & ~np.eye(len(cast), dtype=bool)]
+    other = d[cast[:, None] != cast[None]]
+    assert same.max() < 0.35
+    assert other.min() > 0.55
+    assert identity_episode.tracks["cast_id"].null_count() == 0  # every tracked face is a cast member
+
+
+def test_episode_tracks_never_span_a_cut(identity_episode: EpisodeCase) -> None:
+    scenes = identity_episode.truth.select("frame", "scene").unique()
+    per_track = (
+        identity_episode.tracks.join(scenes, on="frame").group_by("track_id").agg(pl.col("scene").n_unique())
+    )
+    assert per_track["scene"].max() == 1
+    truth_rows = identity_episode.truth.filter(pl.col("frame") % 5 == 0).height
+    assert identity_episode.tracks.height / truth_rows > 0.9  # face recall on the analysis grid
+
+
+@pytest.mark.parametrize("kind", ["appearance", "face"])
+def test_empty_tracks_give_an_empty_table(kind: str, identity_game: GameCase) -> None:
+    from tasks.embed import embed_video
+
+    empty = identity_game.tracks.head(0)
+    params = EmbedParams() if kind == "appearance" else EmbedParams.for_faces()
+    table = embed_video(str(identity_game.clip.video_path), empty, params, angle="main")
+    assert table.height == 0
+    validate_table("embeddings", table)
