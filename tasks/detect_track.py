@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import polars as pl
 from prefect import task
@@ -44,6 +45,10 @@ class DetectParams(BaseModel):
         "width between samples, so raw boxes would not overlap (buffered IoU, as in C-BIoU).",
     )
     threads: int = 1
+    appearance: bool = Field(
+        default=True,
+        description="BoT-SORT: also match on kit colour (CIELAB of shirt and shorts) as the ReID feature.",
+    )
     tracker_options: dict[str, float | str | bool] = Field(
         # measured on the quality set (bench/tracking_quality.py): lenient matching of buffered boxes
         default_factory=lambda: dict[str, float | str | bool](match_thresh=0.95, new_track_thresh=0.5),
@@ -134,6 +139,7 @@ def make_tracker(
     analysis_fps: float,
     track_buffer_s: float,
     options: dict[str, float | str | bool] | None = None,
+    appearance: bool = False,
 ) -> Any:
     """An ultralytics tracker configured from its own YAML, with the buffer expressed in seconds."""
     from ultralytics.trackers.track import TRACKER_MAP
@@ -141,8 +147,9 @@ def make_tracker(
     from ultralytics.utils.checks import check_yaml
 
     cfg = IterableSimpleNamespace(**YAML.load(check_yaml(f"{kind}.yaml")))
-    if getattr(cfg, "with_reid", False):
-        cfg.with_reid = False  # a ReID model would need a download; appearance is handled by embed
+    # A ReID network would need a download: the "auto" encoder takes the features we pass instead.
+    cfg.with_reid = bool(appearance) and kind == "botsort"
+    cfg.model = "auto"
     # The trackers keep a lost track for track_buffer analysed frames.
     cfg.track_buffer = max(1, round(track_buffer_s * analysis_fps))
     if hasattr(cfg, "gmc_method"):
@@ -180,7 +187,10 @@ class _TrackerInput:
 def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame, ChunkStats]:
     """Detections with chunk-local track ids for every sampled frame of ``chunk`` (pure but for decoding)."""
     model = load_model(params.weights, params.threads)
-    tracker = make_tracker(params.tracker, params.analysis_fps, params.track_buffer_s, params.tracker_options)
+    tracker = make_tracker(
+        params.tracker, params.analysis_fps, params.track_buffer_s, params.tracker_options, params.appearance
+    )
+    use_features = params.appearance and params.tracker == "botsort"
     stats = ChunkStats()
     rows: list[dict[str, Any]] = []
     batch: list[SampledFrame] = []
@@ -193,7 +203,8 @@ def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame
         stats.infer_s += time.perf_counter() - started
         started = time.perf_counter()
         for sampled, boxes in zip(batch, detections, strict=True):
-            rows.extend(_track_frame(tracker, chunk, sampled, boxes, params.box_buffer))
+            feats = kit_features(sampled.image, boxes.xyxy) if use_features else None
+            rows.extend(_track_frame(tracker, chunk, sampled, boxes, params.box_buffer, feats))
         stats.track_s += time.perf_counter() - started
         stats.sampled += len(batch)
         batch.clear()
@@ -207,10 +218,40 @@ def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame
     return pl.DataFrame(rows, schema=DETECTION_COLUMNS), stats
 
 
+def kit_features(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
+    """Per box, the CIELAB colour of the shirt band and the shorts band, as a unit vector (the ReID feature).
+
+    Lightness is down-weighted (shadows and the pitch change it), the colour axes carry the kit.
+    """
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
+    h, w = image.shape[:2]
+    out = np.zeros((len(xyxy), 6), np.float32)
+    for i, (x1, y1, x2, y2) in enumerate(xyxy):
+        bh = max(1.0, y2 - y1)
+        xa, xb = int(max(0, x1 + 0.25 * (x2 - x1))), int(min(w, x2 - 0.25 * (x2 - x1)) + 1)
+        for k, (top, bottom) in enumerate(((0.22, 0.48), (0.48, 0.62))):
+            ya, yb = int(max(0, y1 + top * bh)), int(min(h, y1 + bottom * bh) + 1)
+            band = lab[ya:yb, xa:xb].reshape(-1, 3)
+            if band.size:
+                mean = band.mean(axis=0)
+                out[i, 3 * k : 3 * k + 3] = [
+                    (mean[0] - 128) / 255,
+                    (mean[1] - 128) / 32,
+                    (mean[2] - 128) / 32,
+                ]
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.asarray(out / np.maximum(norms, 1e-6))
+
+
 def _track_frame(
-    tracker: Any, chunk: Chunk, sampled: SampledFrame, boxes: FrameBoxes, buffer: float
+    tracker: Any,
+    chunk: Chunk,
+    sampled: SampledFrame,
+    boxes: FrameBoxes,
+    buffer: float,
+    feats: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    tracked = tracker.update(_TrackerInput(boxes, buffer), sampled.image)
+    tracked = tracker.update(_TrackerInput(boxes, buffer), sampled.image, feats=feats)
     track_of = {int(row[7]): int(row[4]) for row in tracked} if len(tracked) else {}
     out = []
     for i in range(len(boxes)):
