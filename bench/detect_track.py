@@ -21,6 +21,7 @@ from pathlib import Path
 
 from infra.settings import IngestSettings
 from infra.synth import GameSpec, render_game
+from infra.synth.spec import EncodeSpec
 from tasks.detect_track import ChunkStats, DetectParams, detect_track_chunk, sample_frames
 from tasks.detector import BUNDLED_WEIGHTS, detect_batch, ensure_offline, load_model
 from tasks.ingest import Chunk, Source, ingest
@@ -58,7 +59,7 @@ def main() -> None:
     params = DetectParams(analysis_fps=args.fps)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        clip = render_game(GameSpec(duration_s=args.seconds, seed=7), root)[0].video
+        clip = render_game(GameSpec(duration_s=args.seconds, seed=7, encode=EncodeSpec(keyint=50)), root)[0].video_path
         stride = round(25 / args.fps)
         print(
             f"clip: {clip.name}, {args.seconds:.0f} s 720p, analysing {args.fps} fps (every {stride}th frame)"
