@@ -59,7 +59,9 @@ def main() -> None:
     params = DetectParams(analysis_fps=args.fps)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        clip = render_game(GameSpec(duration_s=args.seconds, seed=7, encode=EncodeSpec(keyint=50)), root)[0].video_path
+        clip = render_game(GameSpec(duration_s=args.seconds, seed=7, encode=EncodeSpec(keyint=50)), root)[
+            0
+        ].video_path
         stride = round(25 / args.fps)
         print(
             f"clip: {clip.name}, {args.seconds:.0f} s 720p, analysing {args.fps} fps (every {stride}th frame)"
