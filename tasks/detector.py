@@ -61,7 +61,28 @@ def load_model(weights: str, threads: int = 1) -> YOLO:
     path = resolve_weights(weights)
     if not path.exists():
         raise FileNotFoundError(f"detector weights not found: {path}")
-    return YOLO(str(path), task="detect")
+    model = YOLO(str(path), task="detect")
+    if path.suffix == ".onnx" and threads > 0:
+        _limit_onnx_threads(model, path, threads)
+    return model
+
+
+def _limit_onnx_threads(model: YOLO, path: Path, threads: int) -> None:
+    """Give onnxruntime ``threads`` threads (it takes every core by default).
+
+    Two Dask workers that each spread over both cores fight each other; ultralytics builds its session
+    without options, so after a warm-up predict its session is swapped for one with a thread limit.
+    """
+    import onnxruntime
+
+    model.predict(np.zeros((64, 64, 3), np.uint8), verbose=False, device="cpu")
+    backend = getattr(getattr(model.predictor, "model", None), "backend", None)
+    if backend is None or not hasattr(backend, "session"):
+        return
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    backend.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
