@@ -179,7 +179,7 @@ def run_flow(run_id: str) -> dict[str, Any]:
     refs = stitch_task(ref, plan.chunks)
     progress(Stage.stitch)
 
-    embed = EmbedParams(kind="face" if ctx.kind is EventKind.episode else "appearance")
+    embed = EmbedParams.for_faces() if ctx.kind is EventKind.episode else EmbedParams()
     _mapped(ref, Stage.embed, plan.chunks, embed, progress)
     refs.append(collect_embeddings_task(ref, plan.chunks))
     refs.append(cluster_task(ref, ctx.kind.value, ClusterParams(), ctx.corrections))

@@ -32,7 +32,7 @@ import csv
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -43,8 +43,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from storage.artifacts import RunRef
 from storage.schemas import polars_schema, validate_table
 from tasks.common import retry_transient, store
-
-PresetName = Literal["strict", "default", "broadcast"]
 
 
 class ScreentimeParams(BaseModel):

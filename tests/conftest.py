@@ -15,4 +15,5 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.api",
     "tests.fixtures.prefect",
+    "tests.fixtures.identities",
 ]

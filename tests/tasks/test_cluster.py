@@ -28,12 +28,7 @@ from tasks.cluster import (
 )
 from tasks.embed import APPEARANCE_DIM, APPEARANCE_LAYOUT
 from tasks.screentime import compute_screentime
-from tests.fixtures import identities as fixtures
 from tests.fixtures.identities import EpisodeCase, GameCase, cast_purity, player_count, team_accuracy
-
-# Session fixtures of tests/fixtures/identities.py (until tests/conftest.py registers the module).
-identity_game = fixtures.identity_game
-identity_episode = fixtures.identity_episode
 
 RED, BLUE, BLACK = (45.0, 60.0, 45.0), (40.0, 10.0, -50.0), (15.0, 0.0, 0.0)
 HEADS = [(30.0, 10.0, 20.0), (60.0, 15.0, 25.0), (20.0, 5.0, 5.0), (70.0, 10.0, 15.0)]

@@ -18,12 +18,7 @@ from tasks.embed import (
     pitch_colour,
     select_samples,
 )
-from tests.fixtures import identities
 from tests.fixtures.identities import EpisodeCase, GameCase
-
-# Session fixtures of tests/fixtures/identities.py (until tests/conftest.py registers the module).
-identity_game = identities.identity_game
-identity_episode = identities.identity_episode
 
 GRASS = (58, 128, 48)  # BGR of the synthetic pitch
 RED, KEEPER_GREEN = (40, 40, 200), (60, 200, 120)

@@ -26,12 +26,7 @@ from tasks.export import (
 from tasks.ingest import Chunk, probe_video
 from tasks.screentime import compute_screentime, screentime_task
 from tasks.validate import ValidateParams, VideoInfo, validate_run, validate_task
-from tests.fixtures import identities as fixtures
 from tests.fixtures.identities import EpisodeCase, GameCase
-
-# Session fixtures of tests/fixtures/identities.py (until tests/conftest.py registers the module).
-identity_game = fixtures.identity_game
-identity_episode = fixtures.identity_episode
 
 REF = RunRef("tenant-1", "0123456789abcdef01234567", "76543210fedcba9876543210")
 VIDEO = VideoInfo(angle="main", width=1280, height=720, fps=25.0, duration_s=10.0, uri="/footage/game.mp4")

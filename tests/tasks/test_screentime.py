@@ -15,14 +15,9 @@ from tasks.screentime import (
     preset,
     screentime_csv,
 )
-from tests.fixtures import identities as fixtures
 from tests.fixtures.identities import EpisodeCase, GameCase, cast_screentime_errors, game_screentime_errors
 
 FPS = 5.0
-
-# Session fixtures of tests/fixtures/identities.py (until tests/conftest.py registers the module).
-identity_game = fixtures.identity_game
-identity_episode = fixtures.identity_episode
 
 
 def _track(track_id: int, start_s: float, end_s: float, angle: str = "main") -> list[dict[str, object]]:
