@@ -10,6 +10,7 @@ from api.run_cli import demo, run
 from api.serve_cli import dispatcher, serve
 from api.synth_cli import synth
 from api.train_cli import train_detector
+from api.up_cli import serve_flows, up
 from infra.version import code_version
 
 app = typer.Typer(
@@ -32,6 +33,8 @@ app.command("synth")(synth)
 app.command("run")(run)
 app.command("demo")(demo)
 app.command("train-detector")(train_detector)
+app.command("up")(up)
+app.command("serve-flows")(serve_flows)
 app.command("serve")(serve)
 app.command("dispatcher")(dispatcher)
 app.add_typer(keys_app, name="keys")

@@ -234,6 +234,11 @@ class PrefectServer:
                 os.environ["PREFECT_API_URL"] = previous  # noqa: TID251
 
 
+def environment() -> dict[str, str]:
+    """This process's environment, for the pieces it starts (they inherit FILMROOM_* settings)."""
+    return dict(os.environ)  # noqa: TID251
+
+
 def _export_api_url(url: str) -> None:
     # Prefect reads its API URL from the environment; Dask worker processes inherit it from here.
     os.environ["PREFECT_API_URL"] = url  # noqa: TID251

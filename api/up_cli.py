@@ -1,0 +1,62 @@
+"""`filmroom up` (the embedded stack) and `filmroom serve-flows` (the process that runs deployments)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.settings import get_settings
+from infra.stack import environment, plan, start, stop
+from storage.db import init_db
+
+console = Console()
+
+
+def serve_flows() -> None:
+    """Serve the run deployment (`filmroom-run/filmroom-run`) from this process until interrupted."""
+    from prefect import serve
+
+    from flows.run import run_flow
+
+    settings = get_settings()
+    flow_name, _, deployment = settings.prefect.run_deployment.partition("/")
+    init_db()
+    deployment_obj: Any = run_flow.to_deployment(name=deployment or flow_name, tags=["filmroom"])
+    serve(deployment_obj, limit=2)
+
+
+def up() -> None:
+    """Start Prefect, Dask, the flow server and the API as processes; print their URLs; Ctrl-C stops all."""
+    settings = get_settings()
+    init_db()
+    log_dir = Path(settings.data_dir) / "logs"
+    pieces, env = plan(settings, log_dir)
+    console.print(f"starting {len(pieces)} processes (logs in {log_dir}) ...")
+    try:
+        start(pieces, env, log_dir, environment())
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    table = Table("piece", "url")
+    for piece in pieces:
+        table.add_row(piece.name, piece.url)
+    console.print(table)
+    console.print("filmroom is up; Ctrl-C stops everything.")
+    stopped = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(1.0):
+            dead = [p.name for p in pieces if p.process is not None and p.process.poll() is not None]
+            if dead:
+                console.print(f"[red]stopped unexpectedly: {', '.join(dead)}[/red]")
+                break
+    finally:
+        console.print("stopping ...")
+        stop(pieces)
