@@ -10,7 +10,7 @@ from api.run_cli import demo, run
 from api.serve_cli import dispatcher, serve
 from api.synth_cli import synth
 from api.train_cli import train_detector
-from api.up_cli import serve_flows, up
+from api.up_cli import reconcile, serve_flows, up
 from infra.version import code_version
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ app.command("demo")(demo)
 app.command("train-detector")(train_detector)
 app.command("up")(up)
 app.command("serve-flows")(serve_flows)
+app.command("reconcile")(reconcile)
 app.command("serve")(serve)
 app.command("dispatcher")(dispatcher)
 app.add_typer(keys_app, name="keys")

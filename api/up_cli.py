@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,6 +29,39 @@ def serve_flows() -> None:
     init_db()
     deployment_obj: Any = run_flow.to_deployment(name=deployment or flow_name, tags=["filmroom"])
     serve(deployment_obj, limit=2)
+
+
+def reconcile(
+    every: Annotated[float, typer.Option(help="Seconds between passes.")] = 30.0,
+    stale_after: Annotated[
+        float, typer.Option(help="A processing run silent this long is dead (s).")
+    ] = 600.0,
+    once: Annotated[bool, typer.Option(help="One pass, then exit.")] = False,
+) -> None:
+    """Settle runs whose flow died without reporting (killed runner, crashed worker), in a loop."""
+    import asyncio
+    from datetime import timedelta
+
+    from prefect.client.orchestration import get_client
+
+    from flows.status import reconcile_once
+
+    async def loop() -> None:
+        while True:
+            async with get_client() as client:
+                settled = {
+                    k: v
+                    for k, v in (await reconcile_once(client, timedelta(seconds=stale_after))).items()
+                    if v not in ("ok", "waiting")
+                }
+            if settled:
+                console.print(f"settled: {settled}")
+            if once:
+                return
+            await asyncio.sleep(every)
+
+    init_db()
+    asyncio.run(loop())
 
 
 def up() -> None:

@@ -5,8 +5,9 @@ Pieces, in start order (each skipped when settings point at an existing one):
 1. a Prefect server on SQLite        (unless ``PREFECT_API_URL`` / ``FILMROOM_PREFECT__API_URL`` is set)
 2. a Dask scheduler + N workers       (unless ``FILMROOM_DASK__ADDRESS`` is set); long-lived, so each
                                       worker loads the detector once for every run, not once per run
-3. the flow server                    ``filmroom serve-flows``: serves the run and reprocessing deployments
-4. the API                            ``filmroom serve`` (uvicorn), with the webhook dispatcher
+3. the flow server                    ``filmroom serve-flows``: serves the run deployment
+4. the reconciler                     ``filmroom reconcile``: settles runs whose flow died silently
+5. the API                            ``filmroom serve`` (uvicorn), with the webhook dispatcher
 
 This module imports nothing of filmroom but settings: it launches the others by command, so a crash in
 one piece never takes the launcher down, and Ctrl-C stops everything in reverse order.
@@ -132,6 +133,7 @@ def plan(settings: Settings, log_dir: Path) -> tuple[list[Piece], dict[str, str]
             f"{prefect_url.removesuffix('/api')}",
         )
     )
+    pieces.append(Piece("reconciler", [_bin("filmroom"), "reconcile"], lambda: True, "(settles silent runs)"))
     api = settings.api
     pieces.append(
         Piece(
