@@ -70,7 +70,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -79,7 +78,7 @@ from scipy.optimize import linear_sum_assignment
 from storage.artifacts import ArtifactRef, ArtifactStore, RunRef
 from storage.models import Correction
 from storage.schemas import polars_schema, validate_table
-from tasks.common import retry_transient, store
+from tasks.common import as_frame, retry_transient, store
 from tasks.embed import APPEARANCE_LAYOUT
 
 EventKind = Literal["game", "episode"]
@@ -823,12 +822,6 @@ def cluster_tracks(
     return identities_table(state)
 
 
-def _frame(table: pa.Table) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 def load_sources(
     artifacts: ArtifactStore, ref: RunRef, corrections: Sequence[CorrectionIn]
 ) -> dict[str, SourceRun]:
@@ -838,11 +831,11 @@ def load_sources(
         assert run_id is not None
         source = RunRef(ref.tenant, ref.event_id, run_id)
         try:
-            tracks = _frame(artifacts.read_table(source, "tracks"))
+            tracks = as_frame(artifacts.read_table(source, "tracks"))
         except FileNotFoundError:
             continue
         try:
-            identities: pl.DataFrame | None = _frame(artifacts.read_table(source, "identities"))
+            identities: pl.DataFrame | None = as_frame(artifacts.read_table(source, "identities"))
         except FileNotFoundError:
             identities = None
         sources[run_id] = SourceRun(tracks=tracks, identities=identities)
@@ -856,8 +849,8 @@ def cluster_task(
     """embeddings + tracks (+ the event's corrections, oldest first) → identities.parquet."""
     artifacts = store()
     identities = cluster_tracks(
-        _frame(artifacts.read_table(ref, "embeddings")),
-        _frame(artifacts.read_table(ref, "tracks")),
+        as_frame(artifacts.read_table(ref, "embeddings")),
+        as_frame(artifacts.read_table(ref, "tracks")),
         event_kind=event_kind,
         params=params,
         corrections=corrections,

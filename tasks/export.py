@@ -29,14 +29,13 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import polars as pl
-import pyarrow as pa
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra.errors import ExportFailed
 from storage.artifacts import ArtifactStore, RunRef, code_version
 from storage.schemas import ARTIFACT_SCHEMA_VERSION, TABLE_VERSIONS
-from tasks.common import retry_transient, store
+from tasks.common import as_frame, retry_transient, store
 from tasks.screentime import ScreentimeResult, event_duration, preset, teams_from_table
 from tasks.validate import ValidationReport, VideoInfo, videos_from_manifest
 
@@ -256,12 +255,6 @@ def export_breakdown(store: ArtifactStore, ref: RunRef, breakdown: Breakdown) ->
 # --- the stage -------------------------------------------------------------------------------------
 
 
-def _frame(table: pa.Table) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 @task(name="export", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
 def export_task(
     ref: RunRef,
@@ -277,7 +270,7 @@ def export_task(
         manifest = artifacts.read_manifest(ref)
         videos = videos_from_manifest(manifest.videos)
         duration = event_duration(manifest.videos)
-        table = _frame(artifacts.read_table(ref, "screentime"))
+        table = as_frame(artifacts.read_table(ref, "screentime"))
         names = table["preset"].unique().to_list()
         result = ScreentimeResult(
             table=table,
@@ -291,9 +284,9 @@ def export_task(
             event=event,
             run=run,
             videos=videos,
-            identities=_frame(artifacts.read_table(ref, "identities")),
+            identities=as_frame(artifacts.read_table(ref, "identities")),
             screentime=result,
-            validation=ValidationReport(_frame(artifacts.read_table(ref, "validation")), dict(summary)),
+            validation=ValidationReport(as_frame(artifacts.read_table(ref, "validation")), dict(summary)),
             models=models,
             params=manifest.params,
             corrections_applied=corrections_applied,

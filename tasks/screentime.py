@@ -36,13 +36,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage.artifacts import RunRef
 from storage.schemas import polars_schema, validate_table
-from tasks.common import retry_transient, store
+from tasks.common import as_frame, retry_transient, store
 
 
 class ScreentimeParams(BaseModel):
@@ -321,19 +320,13 @@ def screentime_csv(result: ScreentimeResult) -> bytes:
 # --- the stage -------------------------------------------------------------------------------------
 
 
-def _frame(table: pa.Table) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 @task(name="screentime", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)
 def screentime_task(ref: RunRef, preset_name: str, analysis_fps: float) -> list[str]:
     """identities + tracks → screentime.parquet and screentime.csv (their URLs)."""
     artifacts = store()
     result = compute_screentime(
-        _frame(artifacts.read_table(ref, "identities")),
-        _frame(artifacts.read_table(ref, "tracks")),
+        as_frame(artifacts.read_table(ref, "identities")),
+        as_frame(artifacts.read_table(ref, "tracks")),
         duration_s=event_duration(artifacts.read_manifest(ref).videos),
         params=preset_name,
         analysis_fps=analysis_fps,
