@@ -81,7 +81,7 @@ def execute(ref: RunRef, api_url: str) -> dict[str, Any]:
     follower.start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            run_flow(ref.run_id, return_state=True)
+            run_flow.with_options(flow_run_name=f"{ref.event_id}-{ref.run_id}")(ref.run_id, return_state=True)
             from prefect.logging.handlers import APILogWorker
 
             APILogWorker.drain_all()  # send the last logs before a private server stops

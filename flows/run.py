@@ -137,14 +137,10 @@ def _on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
     status.mark(flow_run.parameters.get("run_id"), RunStatus.failed, error=Cancelled())
 
 
-def _flow_run_name() -> str:
-    params = current_flow_run.parameters
-    return f"run-{params.get('run_id', 'unknown')}"
-
-
 @flow(
     name="filmroom-run",
-    flow_run_name=_flow_run_name,
+    # no flow_run_name here: the API names each flow run "<event title>-<run id>" when it submits, and a
+    # name template would overwrite that once the run starts
     task_runner=make_task_runner(get_settings()),
     on_failure=[_on_failure],
     on_crashed=[_on_crashed],
