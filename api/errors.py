@@ -19,6 +19,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -32,6 +33,7 @@ from infra.errors import (
     FilmroomError,
     InternalServerError,
     NotFound,
+    TechnicalIssues,
     Unauthorized,
     ValidationFailed,
 )
@@ -153,8 +155,21 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
+async def _database_busy(_request: Request, exc: Exception) -> JSONResponse:
+    # SQLite under a burst of concurrent writers (bench/jobs_api.py): nothing was written, a retry helps.
+    logger.warning("database busy: %s", exc)
+    return error_response(
+        TechnicalIssues.http_status,
+        TechnicalIssues.code,
+        "The database is busy; retry the request.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FilmroomError, _filmroom_error)
+    app.add_exception_handler(sqlalchemy.exc.OperationalError, _database_busy)
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _database_busy)  # connection pool exhausted
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
