@@ -20,7 +20,6 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.futures import wait
 from prefect.runtime import flow_run as current_flow_run
 from pydantic import BaseModel
 
@@ -80,16 +79,8 @@ class RunContext:
 
 
 def _detect_params(params: dict[str, Any]) -> DetectParams:
-    detect = get_settings().detect
-    base = DetectParams(
-        weights=detect.weights,
-        imgsz=detect.imgsz,
-        conf=detect.conf,
-        iou=detect.iou,
-        analysis_fps=detect.analysis_fps,
-        batch=detect.batch,
-        tracker=detect.tracker,
-    )
+    # the settings' detect section holds the defaults of every DetectParams field it shares a name with
+    base = DetectParams(**get_settings().detect.model_dump(include=set(DetectParams.model_fields)))
     overrides = {k: v for k, v in params.items() if k in DetectParams.model_fields}
     return base.model_copy(update=overrides)
 
@@ -227,7 +218,6 @@ def _mapped(
     for finished, future in enumerate(futures, start=1):
         future.result()
         progress(stage, finished / len(futures))
-    wait(futures)
     artifacts.update_manifest(ref, stage_keys={stage.value: key})
 
 

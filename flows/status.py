@@ -16,7 +16,6 @@ from infra import errors
 from storage.db import session_scope, write_scope
 from storage.models import RunStatus
 from storage.repo import (
-    append_run_error,
     get_run_by_id,
     list_active_runs,
     transition_run,
@@ -25,19 +24,6 @@ from storage.repo import (
 
 S = RunStatus
 
-# Prefect flow-run state type → the status the run must at least have reached.
-STATE_TYPE_STATUS: dict[StateType, RunStatus] = {
-    StateType.SCHEDULED: S.queued,
-    StateType.PENDING: S.queued,
-    StateType.RUNNING: S.processing,
-    StateType.PAUSED: S.processing,
-    StateType.CANCELLING: S.processing,
-    StateType.COMPLETED: S.file_ready,
-    StateType.FAILED: S.failed,
-    StateType.CRASHED: S.failed,
-    StateType.CANCELLED: S.failed,
-}
-TERMINAL_TYPES = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 FINISHED = {S.failed, S.file_ready, S.file_failed}
 
 
@@ -64,12 +50,6 @@ def mark(run_id: str, status: RunStatus, *, error: BaseException | None = None, 
             )
         else:
             transition_run(session, run_id=run_id, status=status, **fields)
-
-
-def record_error(run_id: str, error: BaseException) -> None:
-    code, message = code_for(error)
-    with write_scope() as session:
-        append_run_error(session, run_id=run_id, code=code, message=message)
 
 
 def progress(run_id: str, stage: str, fraction: float, eta: datetime | None) -> None:

@@ -64,23 +64,31 @@ def _bin(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
+def prefect_piece(settings: Settings, port: int) -> Piece:
+    """A `prefect server start` on SQLite under ``<data dir>/prefect``; its ``url`` is the API URL."""
+    host = settings.prefect.server_host
+    home = (settings.data_dir / "prefect").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    url = f"http://{host}:{port}/api"
+    return Piece(
+        "prefect server",
+        [_bin("prefect"), "server", "start", "--host", host, "--port", str(port)],
+        http_ok(f"{url}/health"),
+        url,
+        env={"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+    )
+
+
 def plan(settings: Settings, log_dir: Path) -> tuple[list[Piece], dict[str, str]]:
     """The pieces to start and the environment every piece shares (URLs of the others)."""
     env: dict[str, str] = {}
     pieces: list[Piece] = []
     prefect_url = settings.prefect.api_url
     if not prefect_url:
-        host, port = settings.prefect.server_host, settings.prefect.server_port
-        prefect_url = f"http://{host}:{port}/api"
-        pieces.append(
-            Piece(
-                "prefect server",
-                [_bin("prefect"), "server", "start", "--host", host, "--port", str(port)],
-                http_ok(f"{prefect_url}/health"),
-                f"http://{host}:{port}",
-                env={"PREFECT_HOME": str((settings.data_dir / "prefect").resolve())},
-            )
-        )
+        piece = prefect_piece(settings, settings.prefect.server_port)
+        prefect_url = piece.url
+        piece.url = prefect_url.removesuffix("/api")  # what `up` prints: the Prefect UI
+        pieces.append(piece)
     env["PREFECT_API_URL"] = prefect_url
     env["FILMROOM_PREFECT__API_URL"] = prefect_url
     if not settings.dask.address:
@@ -211,16 +219,8 @@ class PrefectServer:
             if not port_open(host, settings.prefect.server_port)
             else _free_port()
         )
-        url = f"http://{host}:{port}/api"
-        home = (settings.data_dir / "prefect").resolve()
-        home.mkdir(parents=True, exist_ok=True)
-        piece = Piece(
-            "prefect server",
-            [_bin("prefect"), "server", "start", "--host", host, "--port", str(port)],
-            http_ok(f"{url}/health"),
-            url,
-            env={"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
-        )
+        piece = prefect_piece(settings, port)
+        url = piece.url
         log_dir = settings.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         start([piece], {}, log_dir, dict(os.environ), timeout_s)  # noqa: TID251

@@ -72,8 +72,6 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, Final, TypeAlias
 
@@ -86,6 +84,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
 from infra.settings import Settings, get_settings
+from infra.version import code_version
 from storage.schemas import (
     ARTIFACT_SCHEMA_VERSION,
     SCHEMAS,
@@ -157,15 +156,6 @@ class ArtifactRef:
 
 
 # --- manifest --------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """The installed ``filmroom`` distribution's version (``unknown`` when not installed)."""
-    try:
-        return metadata.version("filmroom")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _now() -> datetime:

@@ -209,20 +209,21 @@ def compute_screentime(
     validate_table("screentime", table)
     teams = []
     for team in sorted(by_team):
-        spans = union_intervals(by_team[team])
-        seconds = total_seconds(spans)
-        teams.append(
-            TeamScreentime(
-                team=team,
-                seconds_on_screen=seconds,
-                share=seconds / duration_s if duration_s > 0 else 0.0,
-                first_seen_s=spans[0][0] if spans else None,
-                last_seen_s=spans[-1][1] if spans else None,
-                intervals=spans,
-                identities=count_by_team[team],
-            )
-        )
+        teams.append(_team_time(team, union_intervals(by_team[team]), duration_s, count_by_team[team]))
     return ScreentimeResult(table=table, teams=teams, duration_s=duration_s, sample_period_s=period, params=p)
+
+
+def _team_time(team: str, spans: list[Interval], duration_s: float, identities: int) -> TeamScreentime:
+    seconds = total_seconds(spans)
+    return TeamScreentime(
+        team=team,
+        seconds_on_screen=seconds,
+        share=seconds / duration_s if duration_s > 0 else 0.0,
+        first_seen_s=spans[0][0] if spans else None,
+        last_seen_s=spans[-1][1] if spans else None,
+        intervals=spans,
+        identities=identities,
+    )
 
 
 def teams_from_table(table: pl.DataFrame, duration_s: float) -> list[TeamScreentime]:
@@ -233,18 +234,7 @@ def teams_from_table(table: pl.DataFrame, duration_s: float) -> list[TeamScreent
         spans = union_intervals(
             (i["start_s"], i["end_s"]) for ivs in rows["intervals"].to_list() for i in ivs
         )
-        seconds = total_seconds(spans)
-        out.append(
-            TeamScreentime(
-                team=team,
-                seconds_on_screen=seconds,
-                share=seconds / duration_s if duration_s > 0 else 0.0,
-                first_seen_s=spans[0][0] if spans else None,
-                last_seen_s=spans[-1][1] if spans else None,
-                intervals=spans,
-                identities=rows.height,
-            )
-        )
+        out.append(_team_time(team, spans, duration_s, rows.height))
     return out
 
 

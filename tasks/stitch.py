@@ -14,23 +14,11 @@ from prefect import task
 from scipy.optimize import linear_sum_assignment
 
 from storage.artifacts import ArtifactRef, RunRef
+from storage.schemas import schema_for
 from tasks.common import retry_transient, store
 from tasks.ingest import Chunk
 
-DETECTION_TABLE_COLUMNS = [
-    "angle",
-    "chunk",
-    "frame",
-    "time_s",
-    "x1",
-    "y1",
-    "x2",
-    "y2",
-    "conf",
-    "cls",
-    "track_id",
-    "local_track_id",
-]
+DETECTION_TABLE_COLUMNS = schema_for("detections").names
 MIN_SHARED_FRAMES = 1
 MIN_MEAN_IOU = 0.5
 
