@@ -78,25 +78,29 @@ def get_principal(
     engine: Annotated[Engine, Depends(get_engine_dep)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from its API key, checked in a short transaction of its own.
+    """The caller, from its API key.
 
-    The check may write the key's ``last_used_at``, hence :func:`write_scope`.
+    A read: the key's ``last_used_at`` is written in a short transaction of its own, at most once a
+    minute per key, so authentication never queues a request behind SQLite's writer.
     """
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("missing API key: send Authorization: Bearer <API key>")
-    with write_scope(engine) as session:
+    with session_scope(engine) as session:
         key = repo.verify_api_key(session, plaintext=credentials.credentials)
-        if key is None:
-            raise Unauthorized("invalid or revoked API key")
-        return Principal(tenant_id=key.tenant_id, key_id=key.id)
+    if key is None:
+        raise Unauthorized("invalid or revoked API key")
+    if repo.api_key_use_is_stale(key):
+        with write_scope(engine) as session:
+            repo.record_api_key_use(session, key_id=key.id)
+    return Principal(tenant_id=key.tenant_id, key_id=key.id)
 
 
 def get_write_session(
     engine: Annotated[Engine, Depends(get_engine_dep)],
     _caller: Annotated[Principal, Depends(get_principal)],
 ) -> Iterator[Session]:
-    # Depending on the caller orders the API-key check (its own short write) before this
-    # session takes SQLite's write lock; the other way round the check would wait for it.
+    # Depending on the caller orders the API-key check (and its occasional short write) before
+    # this session takes SQLite's write lock; the other way round the check would wait for it.
     with write_scope(engine) as session:
         yield session
 

@@ -6,6 +6,9 @@ from any working directory: ``migrate(url)``, ``downgrade(url, revision)``, ``in
 SQLite is opened for several processes at once (API, flows, dispatcher): WAL journal, foreign keys on,
 a busy timeout, and SQLAlchemy — not the sqlite3 module — emitting BEGIN, so every statement of a
 session, reads included, runs in one real transaction (and SAVEPOINT and transactional DDL work).
+Within one process, ``BEGIN IMMEDIATE`` writers first queue on a lock held for their transaction:
+SQLite's own busy handler polls with growing sleeps, so under a burst of concurrent writers (the API's
+thread pool) some waited out the busy timeout while the write lock was free most of the time.
 """
 
 from __future__ import annotations
@@ -30,8 +33,12 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 SQLITE_BEGIN_OPTION = "filmroom_sqlite_begin"  # execution option: the BEGIN statement to emit
 
+SQLITE_POOL_SIZE = 20  # SQLite connections are cheap; a request thread should never wait for one
+SQLITE_MAX_OVERFLOW = 80
+
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+_GATE_HELD = "filmroom_write_gate_held"  # connection.info key: this connection holds the gate
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -70,8 +77,12 @@ def _sqlite_engine(url: URL, *, echo: bool, foreign_keys: bool) -> Engine:
         url,
         echo=echo,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        # one shared connection keeps an in-memory database alive; files get a normal pool
-        poolclass=StaticPool if memory else None,
+        # one shared connection keeps an in-memory database alive; files get a roomy pool
+        **(
+            {"poolclass": StaticPool}
+            if memory
+            else {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_MAX_OVERFLOW}
+        ),
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -85,10 +96,34 @@ def _sqlite_engine(url: URL, *, echo: bool, foreign_keys: bool) -> Engine:
         cursor.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
         cursor.close()
 
+    gate = threading.Lock()  # this process's writers queue here, see the module docstring
+
+    def _release(info: dict[Any, Any]) -> None:
+        if info.pop(_GATE_HELD, False):
+            gate.release()
+
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A connection may ask for BEGIN IMMEDIATE (take the write lock up front), as migrations do.
-        connection.exec_driver_sql(connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "BEGIN"))
+        begin = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "BEGIN")
+        if begin != "BEGIN":
+            if not gate.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+                raise sa.exc.TimeoutError("timed out waiting for the database's write lock")
+            connection.info[_GATE_HELD] = True
+        try:
+            connection.exec_driver_sql(begin)
+        except BaseException:
+            _release(connection.info)
+            raise
+
+    @sa.event.listens_for(engine, "commit")
+    @sa.event.listens_for(engine, "rollback")
+    def _on_end(connection: Connection) -> None:
+        _release(connection.info)
+
+    @sa.event.listens_for(engine.pool, "reset")
+    def _on_reset(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:
+        _release(record.info)  # a connection returned mid-transaction
 
     return engine
 
@@ -136,7 +171,10 @@ def write_scope(engine: Engine | None = None) -> Iterator[Session]:
 
     On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): SQLite only waits for a busy
     write lock when the transaction holds no read snapshot yet; a transaction that read first fails
-    at once with "database is locked" if another connection is writing. PostgreSQL needs nothing.
+    at once with "database is locked" if another connection is writing. Before that, writers of this
+    process queue on the engine's gate, held exactly as long as the transaction (see the module
+    docstring); waiting longer than the busy timeout raises SQLAlchemy's ``TimeoutError`` (the API
+    answers 503 ``technical_issues``). PostgreSQL needs none of this.
     """
     engine = engine or get_engine()
     with session_scope(engine) as session:

@@ -127,8 +127,8 @@ def create_api_key(session: Session, *, tenant_id: str, name: str) -> IssuedApiK
     return IssuedApiKey(key=key, plaintext=plaintext)
 
 
-def verify_api_key(session: Session, *, plaintext: str, now: datetime | None = None) -> ApiKey | None:
-    """The active key ``plaintext`` names, or None; records when it was last used."""
+def verify_api_key(session: Session, *, plaintext: str) -> ApiKey | None:
+    """The active key ``plaintext`` names, or None. Reads only: see :func:`record_api_key_use`."""
     match = API_KEY_RE.fullmatch(plaintext.strip())
     if match is None:
         return None
@@ -136,13 +136,32 @@ def verify_api_key(session: Session, *, plaintext: str, now: datetime | None = N
     candidates = session.exec(
         select(ApiKey).where(ApiKey.prefix == match["prefix"], col(ApiKey.revoked_at).is_(None))
     ).all()
-    key = next((c for c in candidates if hmac.compare_digest(c.key_hash, presented)), None)
-    if key is not None:
-        now = now or utc_now()
-        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-            key.last_used_at = now
-            session.flush()
-    return key
+    return next((c for c in candidates if hmac.compare_digest(c.key_hash, presented)), None)
+
+
+def api_key_use_is_stale(key: ApiKey, now: datetime | None = None) -> bool:
+    """Whether ``last_used_at`` is older than its resolution (so a request should record its use)."""
+    return key.last_used_at is None or (now or utc_now()) - key.last_used_at >= LAST_USED_RESOLUTION
+
+
+def record_api_key_use(session: Session, *, key_id: str, now: datetime | None = None) -> None:
+    """Set ``last_used_at``, at most once per key and :data:`LAST_USED_RESOLUTION`.
+
+    Separate from :func:`verify_api_key` so that authenticating a request is a read: on SQLite a
+    write per request would queue every call, GETs included, behind the single writer lock.
+    """
+    now = to_stored_utc(now or utc_now())
+    session.exec(
+        sa.update(ApiKey)
+        .where(
+            col(ApiKey.id) == key_id,
+            sa.or_(
+                col(ApiKey.last_used_at).is_(None), col(ApiKey.last_used_at) <= now - LAST_USED_RESOLUTION
+            ),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def revoke_api_key(
@@ -349,6 +368,31 @@ def list_active_runs(session: Session) -> list[Run]:
     )
 
 
+def list_latest_runs(
+    session: Session, *, status: Collection[RunStatus], limit: int | None = None, offset: int = 0
+) -> list[Run]:
+    """The newest run of every event whose newest run has one of ``status``, oldest first (all tenants):
+    what the reprocessing flow looks through. An event with a newer run of any status is left out."""
+    newer = sa.orm.aliased(Run)
+    created, run_id = col(Run.created_at), col(Run.id)
+    newer_created, newer_id = col(newer.created_at), col(newer.id)
+    has_newer = (
+        sa.select(newer_id)
+        .where(
+            col(newer.event_id) == col(Run.event_id),
+            col(newer.tenant_id) == col(Run.tenant_id),
+            sa.or_(newer_created > created, sa.and_(newer_created == created, newer_id > run_id)),
+        )
+        .exists()
+    )
+    query = (
+        select(Run)
+        .where(col(Run.status).in_(list(status)), ~has_newer)
+        .order_by(*_ordering(created, run_id, descending=False))
+    )
+    return list(session.exec(query.offset(offset).limit(limit)).all())
+
+
 def get_run_by_job_id(session: Session, *, tenant_id: str, job_id: str) -> Run | None:
     if not is_job_id(job_id):  # PostgreSQL's uuid column would refuse the comparison
         return None
@@ -425,6 +469,8 @@ def transition_run(
     error_message: str | None = None,
     file_uri: str | None = None,
     flow_run_id: str | None = None,
+    model_version: str | None = None,
+    code_version: str | None = None,
     now: datetime | None = None,
 ) -> Transition:
     """Move a run to ``status`` and, in the same transaction, queue a webhook delivery for every
@@ -450,6 +496,10 @@ def transition_run(
         run.file_uri = file_uri
     if flow_run_id is not None:
         run.flow_run_id = flow_run_id
+    if model_version is not None:  # what the flow runs with (the reprocessing flow compares them)
+        run.model_version = model_version
+    if code_version is not None:
+        run.code_version = code_version
     if error_code is not None:
         run.errors = [*run.errors, _error_entry(error_code, error_message, now)]
     _touch(session, run, now)

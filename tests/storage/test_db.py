@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from infra.errors import Conflict, IdempotencyConflict, MissingVideos, NotFound
 from infra.ids import is_job_id, is_object_id
@@ -31,6 +31,7 @@ from storage.db import (
     init_db,
     migrate,
     session_scope,
+    write_scope,
 )
 from storage.models import (
     Correction,
@@ -163,7 +164,15 @@ def test_api_keys_are_hashed_at_rest_verifiable_and_revocable(session: Session, 
 
     verified = repo.verify_api_key(session, plaintext=issued.plaintext)
     assert verified is not None and verified.tenant_id == event.tenant_id
+    assert verified.last_used_at is None and repo.api_key_use_is_stale(verified)
+    repo.record_api_key_use(session, key_id=verified.id)
+    session.refresh(verified)
     assert verified.last_used_at is not None and verified.last_used_at.tzinfo is not None
+    first_use = verified.last_used_at
+    assert not repo.api_key_use_is_stale(verified)
+    repo.record_api_key_use(session, key_id=verified.id)  # within the resolution: no write
+    session.refresh(verified)
+    assert verified.last_used_at == first_use
     tampered = issued.plaintext[:-1] + ("A" if issued.plaintext[-1] != "A" else "B")
     for wrong in (tampered, issued.plaintext + "x", "frk_", "Bearer " + issued.plaintext, ""):
         assert repo.verify_api_key(session, plaintext=wrong) is None
@@ -274,6 +283,31 @@ def test_concurrent_moves_of_one_run_wait_for_each_other_and_only_one_wins(engin
             loser.result(timeout=30)
     with session_scope() as s:
         assert s.get(Run, run.id).status == RunStatus.completed  # type: ignore[union-attr]
+
+
+def test_a_burst_of_writers_all_get_the_write_lock_and_a_failed_one_releases_it(engine: Engine) -> None:
+    # 60 threads (more than the API's thread pool) each read then write in one transaction that
+    # holds the lock a little while; on SQLite they queue on the process's gate, none times out.
+    def write(i: int) -> str:
+        with write_scope(engine) as s:
+            s.exec(select(Tenant)).all()
+            time.sleep(0.005)
+            return repo.create_tenant(s, tenant_id=f"burst-{i}", name=f"Burst {i}").id
+
+    with ThreadPoolExecutor(max_workers=60) as pool:
+        written = list(pool.map(write, range(120)))
+    assert sorted(written) == sorted(f"burst-{i}" for i in range(120))
+
+    with pytest.raises(RuntimeError), write_scope(engine) as s:
+        repo.create_tenant(s, tenant_id="rolled-back", name="Rolled back")
+        raise RuntimeError("the unit of work fails after writing")
+    started = time.monotonic()
+    with write_scope(engine) as s:  # the failed transaction gave the lock back
+        assert s.get(Tenant, "rolled-back") is None
+        repo.create_tenant(s, tenant_id="after", name="After")
+    assert time.monotonic() - started < 5
+    with session_scope(engine) as s:
+        assert len(s.exec(select(Tenant).where(col(Tenant.id).like("burst-%"))).all()) == 120
 
 
 def test_illegal_moves_conflict_and_a_repeated_move_changes_nothing(session: Session, event: Event) -> None:
