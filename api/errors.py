@@ -156,7 +156,7 @@ def _allowed_methods(request: Request) -> str:
 
 
 async def _database_busy(_request: Request, exc: Exception) -> JSONResponse:
-    # SQLite under a burst of concurrent writers (bench/jobs_api.py): nothing was written, a retry helps.
+    # SQLite under a burst of concurrent writers (bench/api.py): nothing was written, a retry helps.
     logger.warning("database busy: %s", exc)
     return error_response(
         TechnicalIssues.http_status,
