@@ -24,6 +24,8 @@ from api.jobs.schemas import Health
 from api.orchestrator import Orchestrator, PrefectOrchestrator
 from api.ratelimit import RateLimiter, RateLimitMiddleware
 from api.webhooks.dispatcher import Dispatcher
+from api.webhooks.router import router as webhooks_router
+from api.webhooks.router import webhooks as webhook_payloads
 from api.webhooks.urls import Resolver, system_resolver
 from infra.errors import TechnicalIssues
 from infra.settings import Settings, get_settings
@@ -77,6 +79,8 @@ def create_app(
 
     install_error_handlers(app)
     app.include_router(jobs_router)
+    app.include_router(webhooks_router)
+    app.webhooks.include_router(webhook_payloads)  # documents what registered endpoints receive
     app.add_api_route(
         "/healthz",
         healthz,

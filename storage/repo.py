@@ -303,6 +303,9 @@ def create_run(
 ) -> RunCreation:
     """A queued run of the event; with ``idempotency_key``, a replay returns the first run instead.
 
+    The run's first status is a change like any other: tenant-wide subscriptions to ``queued`` get a
+    delivery, in this transaction (a replay queues nothing).
+
     Raises ``IdempotencyConflict`` when the key was used with a different ``request_hash``.
     """
     event = get_event(session, tenant_id=tenant_id, event_id=event_id)
@@ -337,6 +340,8 @@ def create_run(
             raise
         return RunCreation(_same_request(earlier, request_hash), created=False)
     event.modified_at = now
+    session.flush()
+    _queue_deliveries(session, run=run, previous=None, now=now)
     session.flush()
     return RunCreation(run, created=True)
 
@@ -582,8 +587,9 @@ def event_types_for(status: RunStatus) -> list[str]:
     return [status.value, *([JOB_EVENTS[status]] if status in JOB_EVENTS else [])]
 
 
-def run_snapshot(run: Run, *, event_type: str, previous: RunStatus, at: datetime) -> dict[str, Any]:
-    """What a delivery remembers: the run as of the change; the dispatcher renders the body from it."""
+def run_snapshot(run: Run, *, event_type: str, previous: RunStatus | None, at: datetime) -> dict[str, Any]:
+    """What a delivery remembers: the run as of the change (``previous`` None: it was just created);
+    the dispatcher renders the body from it."""
 
     def when(value: datetime | None) -> str | None:
         return iso_utc(value) if value is not None else None
@@ -591,7 +597,7 @@ def run_snapshot(run: Run, *, event_type: str, previous: RunStatus, at: datetime
     return {
         "event_type": event_type,
         "occurred_at": iso_utc(at),
-        "previous_status": previous.value,
+        "previous_status": previous.value if previous is not None else None,
         "run_id": run.id,
         "job_id": run.job_id,
         "event_id": run.event_id,
@@ -608,7 +614,7 @@ def run_snapshot(run: Run, *, event_type: str, previous: RunStatus, at: datetime
 
 
 def _queue_deliveries(
-    session: Session, *, run: Run, previous: RunStatus, now: datetime
+    session: Session, *, run: Run, previous: RunStatus | None, now: datetime
 ) -> list[WebhookDelivery]:
     subscriptions = session.exec(
         select(WebhookSubscription)

@@ -8,7 +8,8 @@ interested subscription in the same transaction. The dispatcher, a background th
    skips them, and a dispatcher that dies mid-send has them retried when the lease ends);
 2. **render** the body at send time: for ``job.success``/``job.fail`` the ``GET /v1/jobs/{job_id}``
    document of the run as it was at the change, plus ``webhook_timestamp`` (results are read from the
-   artifacts now); for breakdown-run statuses the breakdown-runs webhook payload;
+   artifacts now); for breakdown-run statuses the breakdown-runs webhook payload, with a freshly
+   signed ``fileUrl`` on ``file_ready`` (:meth:`Dispatcher.breakdown_body`);
 3. **check** the callback URL again (DNS rebinding), **sign** (``api.webhooks.signing``) and POST it
    through an injectable ``httpx.Client`` (no redirects followed);
 4. **record** the attempt: any 2xx is delivered; otherwise the next attempt is due after
@@ -38,24 +39,35 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from api.deps import write_scope
+from api.files import file_url_for
 from api.jobs import service
 from api.jobs.schemas import JobWebhookBody, dump
+from api.webhooks.schemas import BreakdownRunWebhook
 from api.webhooks.signing import signature_headers
 from api.webhooks.urls import Resolver, check_callback_url, system_resolver
-from infra.errors import CallbackInvalidUrl
+from infra.errors import CallbackInvalidUrl, InternalServerError
 from infra.settings import Settings
 from infra.version import code_version
 from storage import repo
 from storage.artifacts import ArtifactStore
 from storage.db import get_engine, session_scope
-from storage.models import DeliveryStatus, WebhookDelivery, WebhookSubscription, utc_now
+from storage.models import (
+    DeliveryStatus,
+    RunStatus,
+    WebhookDelivery,
+    WebhookSubscription,
+    utc_now,
+)
 
 logger = logging.getLogger("filmroom.webhooks")
 
 BodyRenderer = Callable[[Mapping[str, Any], datetime], dict[str, Any]]
 """``(delivery payload = run snapshot, send time) -> JSON body``."""
+FileLink = Callable[[Mapping[str, Any]], str | None]
+"""``run snapshot -> fileUrl``: a download link of the run's breakdown file, None when there is none."""
 
 JOB_EVENTS = ("job.success", "job.fail")
+FAILURES = frozenset({RunStatus.failed, RunStatus.file_failed})
 MAX_ERROR_CHARS = 500
 
 
@@ -75,23 +87,41 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def breakdown_run_body(payload: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+def _epoch_ms(value: Any, fallback: datetime) -> int:
+    """Milliseconds since the Unix epoch of an ISO 8601 time (``fallback`` when there is none)."""
+    when = datetime.fromisoformat(str(value)) if value else fallback
+    return int(when.timestamp() * 1000)
+
+
+def breakdown_run_body(
+    payload: Mapping[str, Any], now: datetime, *, file_url: str | None = None
+) -> dict[str, Any]:
     """breakdown-runs-api.md's webhook payload, for tenant-wide subscriptions to run statuses.
 
-    ``fileUrl`` is left out: the breakdown-runs router owns its signed file links and may supply its
-    own renderer (``Dispatcher(renderers=...)``).
+    ``timestamp`` is the status change's time (``occurred_at``) in milliseconds, identical on every
+    retry; ``fileUrl`` is given only when the file can be downloaded (``file_url``, made per attempt by
+    :meth:`Dispatcher.breakdown_body`); ``errorCode``/``errorMessage`` only on a failure. Optional
+    fields are left out, never null.
     """
-    body: dict[str, Any] = {
-        "eventId": payload["event_id"],
-        "breakdownRunId": payload["run_id"],
-        "status": payload["status"],
-        "timestamp": int(now.timestamp() * 1000),
-    }
-    errors = payload.get("errors") or []
-    if errors:
-        body["errorCode"] = errors[-1].get("code")
-        body["errorMessage"] = errors[-1].get("message")
-    return body
+    status = RunStatus(payload["status"])
+    error: Mapping[str, Any] = {}
+    if status in FAILURES:
+        errors = payload.get("errors") or []
+        error = (
+            errors[-1]
+            if errors
+            else {"code": InternalServerError.code, "message": InternalServerError.message}
+        )
+    body = BreakdownRunWebhook(
+        eventId=payload["event_id"],
+        breakdownRunId=payload["run_id"],
+        fileUrl=file_url if status == RunStatus.file_ready else None,
+        status=status.value,
+        timestamp=_epoch_ms(payload.get("occurred_at"), now),
+        errorCode=error.get("code"),
+        errorMessage=error.get("message"),
+    )
+    return body.model_dump(exclude_none=True)
 
 
 @dataclass(frozen=True)
@@ -125,6 +155,7 @@ class Dispatcher:
         resolve: Resolver = system_resolver,
         store: ArtifactStore | None = None,
         renderers: Mapping[str, BodyRenderer] | None = None,
+        file_link: FileLink | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
@@ -138,7 +169,9 @@ class Dispatcher:
         )
         self.resolve = resolve
         self.store = store or ArtifactStore.from_settings(settings)
+        self.file_link: FileLink = file_link or self._signed_file_link
         self.renderers: dict[str, BodyRenderer] = {event: self.job_body for event in JOB_EVENTS}
+        self.renderers.update({status.value: self.breakdown_body for status in RunStatus})
         self.renderers.update(renderers or {})
         self.rng = rng or random.Random()
         self.lease = timedelta(seconds=2 * self.config.timeout_s + 30)
@@ -155,6 +188,24 @@ class Dispatcher:
         body = JobWebhookBody(webhook_timestamp=now, **document.model_dump())
         ordered = dump(body)
         return {"webhook_timestamp": ordered.pop("webhook_timestamp"), **ordered}
+
+    def breakdown_body(self, payload: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        """breakdown-runs-api.md's payload; a ``file_ready`` one gets a ``fileUrl`` made now (when the
+        run and its file still exist), so a retried delivery never carries an expired link."""
+        link = self.file_link(payload) if payload.get("status") == RunStatus.file_ready.value else None
+        return breakdown_run_body(payload, now, file_url=link)
+
+    def _signed_file_link(self, payload: Mapping[str, Any]) -> str | None:
+        # file_ready is final, so the snapshot's status is the run's status now; the store is asked
+        # whether the file is still there
+        return file_url_for(
+            self.settings,
+            self.store,
+            tenant_id=str(payload["tenant_id"]),
+            event_id=str(payload["event_id"]),
+            run_id=str(payload["run_id"]),
+            status=str(payload["status"]),
+        )
 
     def render(self, event_type: str, payload: Mapping[str, Any], now: datetime) -> bytes:
         renderer = self.renderers.get(event_type, breakdown_run_body)

@@ -1,0 +1,341 @@
+"""Per-tenant webhook endpoints (``/v1/webhooks``) and breakdown-runs-api.md's webhook payload, through a
+real uvicorn server, the outbox and a real receiver on loopback. Runs are moved on with
+``storage.repo.transition_run``, the boundary the flow writes through."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+import standardwebhooks
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from api.webhooks.signing import standard_webhooks_secret
+from infra.settings import Settings
+from storage import repo
+from storage.artifacts import ArtifactStore, RunRef
+from storage.db import session_scope
+from storage.models import Run, RunStatus
+from tests.fixtures.api import ApiServer, ReceivedWebhook, WebhookReceiver, sqlite_only
+
+S = RunStatus
+SECRET = "It's a Secret to Everybody"
+ALL = ["queued", "processing", "completed", "failed", "file_ready", "file_failed"]
+ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+# breakdown-runs-api.md, "Webhook Payload", in the document's order; "?" fields are optional
+PAYLOAD_FIELDS = ["eventId", "breakdownRunId", "fileUrl", "status", "timestamp", "errorCode", "errorMessage"]
+REQUIRED = {"eventId", "breakdownRunId", "status", "timestamp"}
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def register(client: httpx.Client, url: str, **fields: Any) -> dict[str, Any]:
+    response = client.post("/v1/webhooks", json={"url": url, **fields})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def start_run(client: httpx.Client, engine: Engine) -> Run:
+    """A run of the tenant, started through the Jobs API (the same runs the breakdown-runs API shows)."""
+    job = {"type": "breakdown", "videos": [{"url": "https://cdn.example.com/a.mp4"}], "sport": "soccer"}
+    response = client.post("/v1/jobs", json={"job": job})
+    assert response.status_code == 200, response.text
+    with session_scope(engine) as session:
+        return session.exec(select(Run).where(Run.job_id == response.json()["job_id"])).one()
+
+
+def move(engine: Engine, run: Run, *path: RunStatus, **last: Any) -> None:
+    for index, status in enumerate(path):
+        with session_scope(engine) as session:
+            extra = last if index == len(path) - 1 else {}
+            repo.transition_run(session, run_id=run.id, status=status, **extra)
+
+
+def write_breakdown(settings: Settings, run: Run, content: bytes = b'{"identities": []}') -> str:
+    store = ArtifactStore.from_settings(settings)
+    return store.write_bytes(RunRef(run.tenant_id, run.event_id, run.id), "breakdown", content)
+
+
+def in_order(hooks: list[ReceivedWebhook]) -> list[ReceivedWebhook]:
+    """Deliveries in the order of their status changes: the dispatcher sends due deliveries
+    concurrently, so receivers order them by ``timestamp`` (ties: in the order statuses follow)."""
+    return sorted(hooks, key=lambda hook: (hook.json()["timestamp"], ALL.index(hook.json()["status"])))
+
+
+def verify_both_ways(hook: ReceivedWebhook, secret: str = SECRET) -> None:
+    expected = "sha256=" + hmac.new(secret.encode(), hook.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(hook.headers["X-Hub-Signature-256"], expected)
+    standardwebhooks.Webhook(standard_webhooks_secret(secret)).verify(hook.body, hook.headers)
+
+
+def epoch_ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def errors_of(response: httpx.Response) -> tuple[int, str]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "details"}, body
+    return response.status_code, body["error"]["code"]
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+
+@sqlite_only
+def test_an_endpoint_is_registered_with_all_statuses_and_a_generated_secret_shown_once(
+    api_client: httpx.Client, webhook_receiver: WebhookReceiver
+) -> None:
+    created = register(api_client, f"{webhook_receiver.url}/hooks")
+    assert set(created) == {"_id", "url", "statuses", "tenant", "create$date", "secret"}
+    assert re.fullmatch(r"[0-9a-f]{24}", created["_id"])
+    assert created["url"] == f"{webhook_receiver.url}/hooks"
+    assert created["statuses"] == ALL and created["tenant"] == "acme"
+    assert ISO_MS.match(created["create$date"])
+    assert len(created["secret"]) >= 32
+
+    shown = {k: v for k, v in created.items() if k != "secret"}
+    assert api_client.get("/v1/webhooks").json() == [shown]
+    assert api_client.get(f"/v1/webhooks/{created['_id']}").json() == shown
+
+    own = register(api_client, webhook_receiver.url, secret=SECRET, statuses=["file_ready", "failed"])
+    assert own["secret"] == SECRET
+    assert own["statuses"] == ["failed", "file_ready"]  # in the document's order, once each
+    assert [e["_id"] for e in api_client.get("/v1/webhooks").json()] == [created["_id"], own["_id"]]
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"url": "http://intranet.example.com/h"}, (400, "callback_invalid_url")),
+        ({"url": "http://169.254.169.254/latest"}, (400, "callback_invalid_url")),
+        ({"url": "ftp://hooks.example.com/h"}, (400, "callback_invalid_url")),
+        ({"url": "https://nowhere.invalid/h"}, (400, "callback_invalid_url")),
+        ({"url": "https://hooks.example.com/h", "statuses": ["done"]}, (422, "validation_error")),
+        ({"url": "https://hooks.example.com/h", "statuses": []}, (422, "validation_error")),
+        ({"url": "https://hooks.example.com/h", "statuses": ["job.success"]}, (422, "validation_error")),
+        ({"url": "https://hooks.example.com/h", "secret": "short"}, (422, "validation_error")),
+        ({"url": "https://hooks.example.com/h", "events": ["queued"]}, (422, "validation_error")),
+        ({"url": ""}, (422, "validation_error")),
+        ({"statuses": ["queued"]}, (422, "validation_error")),
+    ],
+)
+def test_a_registration_is_refused_with_the_documented_envelope(
+    api_client: httpx.Client, body: dict[str, Any], expected: tuple[int, str]
+) -> None:
+    assert errors_of(api_client.post("/v1/webhooks", json=body)) == expected
+    assert api_client.get("/v1/webhooks").json() == []
+
+
+@sqlite_only
+def test_endpoints_need_a_caller_and_belong_to_one_tenant(
+    api_server: ApiServer, api_key: str, other_api_key: str
+) -> None:
+    with api_server.client() as anonymous:
+        assert errors_of(anonymous.get("/v1/webhooks")) == (401, "unauthorized")
+        assert errors_of(anonymous.post("/v1/webhooks", json={"url": "https://hooks.example.com"})) == (
+            401,
+            "unauthorized",
+        )
+    with api_server.client(api_key) as mine, api_server.client(other_api_key) as theirs:
+        created = register(mine, "https://hooks.example.com/h")
+        assert theirs.get("/v1/webhooks").json() == []
+        for call in (theirs.get, theirs.delete):
+            assert errors_of(call(f"/v1/webhooks/{created['_id']}")) == (404, "not_found")
+        assert errors_of(theirs.get(f"/v1/webhooks/{created['_id']}/deliveries")) == (404, "not_found")
+        assert [e["_id"] for e in mine.get("/v1/webhooks").json()] == [created["_id"]]
+
+
+@sqlite_only
+def test_a_malformed_id_is_a_400_and_an_unknown_one_a_404(api_client: httpx.Client) -> None:
+    for path in ("/v1/webhooks/xyz", "/v1/webhooks/507f1f77bcf86cd79943901", "/v1/webhooks/xyz/deliveries"):
+        assert errors_of(api_client.get(path)) == (400, "bad_request"), path
+    assert errors_of(api_client.delete("/v1/webhooks/xyz")) == (400, "bad_request")
+    unknown = "507f1f77bcf86cd799439011"
+    assert errors_of(api_client.get(f"/v1/webhooks/{unknown}")) == (404, "not_found")
+    assert errors_of(api_client.delete(f"/v1/webhooks/{unknown}")) == (404, "not_found")
+
+
+@sqlite_only
+def test_a_removed_endpoint_is_gone_and_gets_nothing_more(
+    api_client: httpx.Client, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    created = register(api_client, webhook_receiver.url, secret=SECRET)
+    response = api_client.delete(f"/v1/webhooks/{created['_id']}")
+    assert response.status_code == 204 and response.content == b""
+    assert api_client.get("/v1/webhooks").json() == []
+    assert errors_of(api_client.get(f"/v1/webhooks/{created['_id']}")) == (404, "not_found")
+    assert errors_of(api_client.delete(f"/v1/webhooks/{created['_id']}")) == (404, "not_found")
+    run = start_run(api_client, engine)
+    move(engine, run, S.processing, S.failed, error_code="missing_videos")
+    with pytest.raises(AssertionError):
+        webhook_receiver.wait_for(1, timeout=1.0)
+
+
+# --- the payload -----------------------------------------------------------------------------------
+
+
+def test_every_status_change_sends_one_signed_delivery_with_the_documented_payload(
+    api_client: httpx.Client, api_settings: Settings, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    register(api_client, f"{webhook_receiver.url}/hooks", secret=SECRET)
+    run = start_run(api_client, engine)  # creating the run is its first status: queued
+    move(engine, run, S.processing, S.completed)
+    move(engine, run, S.completed)  # a repeated write changes nothing, so sends nothing
+    file_uri = write_breakdown(api_settings, run, b'{"breakdown": true}')
+    move(engine, run, S.file_ready, file_uri=file_uri)
+
+    hooks = in_order(webhook_receiver.wait_for(4))
+    with pytest.raises(AssertionError):
+        webhook_receiver.wait_for(5, timeout=1.0)
+    bodies = [hook.json() for hook in hooks]
+    assert [b["status"] for b in bodies] == ["queued", "processing", "completed", "file_ready"]
+    assert len({hook.headers["webhook-id"] for hook in hooks}) == 4
+    with session_scope(engine) as session:
+        final = session.get(Run, run.id)
+        assert final is not None
+    for hook, body in zip(hooks, bodies, strict=True):
+        verify_both_ways(hook)
+        assert hook.path == "/hooks" and hook.headers["Content-Type"] == "application/json"
+        assert hook.headers["X-Filmroom-Event"] == body["status"]
+        assert list(body) == [f for f in PAYLOAD_FIELDS if f in body], "the document's field order"
+        expected_keys = REQUIRED | ({"fileUrl"} if body["status"] == "file_ready" else set())
+        assert set(body) == expected_keys, body
+        assert (body["eventId"], body["breakdownRunId"]) == (run.event_id, run.id)
+        assert isinstance(body["timestamp"], int)
+    # timestamp: milliseconds of each status change, oldest first, the last one the run's final change
+    stamps = [b["timestamp"] for b in bodies]
+    assert stamps == sorted(stamps) and stamps[0] == epoch_ms(repo.iso_utc(run.created_at))
+    assert stamps[-1] == epoch_ms(repo.iso_utc(final.updated_at))
+
+    # fileUrl works without credentials and serves the run's file
+    download = httpx.get(bodies[-1]["fileUrl"], timeout=10.0)
+    assert download.status_code == 200, download.text
+    assert download.content == b'{"breakdown": true}'
+
+
+def test_a_failure_names_its_error_code_and_message_and_later_statuses_do_not(
+    api_client: httpx.Client, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    register(api_client, webhook_receiver.url, secret=SECRET, statuses=["failed", "processing"])
+    run = start_run(api_client, engine)
+    move(
+        engine,
+        run,
+        S.processing,
+        S.failed,
+        error_code="not_synchronized_camera_angles",
+        error_message="angle 'reverse' is offset by +1.50 s",
+    )
+    move(engine, run, S.queued, S.processing)  # a retry of the same run
+    hooks = in_order(webhook_receiver.wait_for(3))
+    processing, failed, again = (hook.json() for hook in hooks)
+    for hook in hooks:
+        verify_both_ways(hook)
+    assert failed == {
+        "eventId": run.event_id,
+        "breakdownRunId": run.id,
+        "status": "failed",
+        "timestamp": failed["timestamp"],
+        "errorCode": "not_synchronized_camera_angles",
+        "errorMessage": "angle 'reverse' is offset by +1.50 s",
+    }
+    assert list(failed) == [f for f in PAYLOAD_FIELDS if f in failed]
+    assert processing["status"] == again["status"] == "processing"
+    assert "errorCode" not in again and "errorMessage" not in again  # only on failures
+    with pytest.raises(AssertionError):  # queued was not subscribed to
+        webhook_receiver.wait_for(4, timeout=1.0)
+
+
+def test_file_failed_carries_the_export_error_and_no_file_url(
+    api_client: httpx.Client, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    register(api_client, webhook_receiver.url, secret=SECRET, statuses=["file_failed"])
+    run = start_run(api_client, engine)
+    move(engine, run, S.processing, S.completed, S.file_failed, error_code="export_failed")
+    [hook] = webhook_receiver.wait_for(1)
+    body = hook.json()
+    assert body["status"] == "file_failed" and "fileUrl" not in body
+    assert body["errorCode"] == "export_failed" and body["errorMessage"]
+
+
+def test_file_ready_without_its_file_sends_no_file_url(
+    api_client: httpx.Client, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    register(api_client, webhook_receiver.url, secret=SECRET, statuses=["file_ready"])
+    run = start_run(api_client, engine)
+    move(engine, run, S.processing, S.completed, S.file_ready, file_uri="file:///gone/breakdown.json")
+    [hook] = webhook_receiver.wait_for(1)
+    body = hook.json()
+    assert body["status"] == "file_ready" and set(body) == REQUIRED
+
+
+def test_every_endpoint_of_the_tenant_gets_its_own_signed_copy_and_other_tenants_none(
+    api_server: ApiServer, api_key: str, other_api_key: str, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    with api_server.client(api_key) as mine, api_server.client(other_api_key) as theirs:
+        first = register(mine, f"{webhook_receiver.url}/a", statuses=["processing"])
+        register(mine, f"{webhook_receiver.url}/b", secret=SECRET, statuses=["processing"])
+        register(theirs, f"{webhook_receiver.url}/other", secret=SECRET)
+        run = start_run(mine, engine)
+        move(engine, run, S.processing)
+        hooks = sorted(webhook_receiver.wait_for(2), key=lambda h: h.path)
+        with pytest.raises(AssertionError):
+            webhook_receiver.wait_for(3, timeout=1.0)
+    assert [h.path for h in hooks] == ["/a", "/b"]
+    verify_both_ways(hooks[0], first["secret"])
+    verify_both_ways(hooks[1], SECRET)
+    assert hooks[0].body == hooks[1].body
+
+
+# --- the delivery log ------------------------------------------------------------------------------
+
+
+def test_the_delivery_log_shows_every_attempt_newest_delivery_first(
+    api_client: httpx.Client, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    created = register(api_client, webhook_receiver.url, secret=SECRET, statuses=["processing", "failed"])
+    webhook_receiver.answer(500, times=2)
+    run = start_run(api_client, engine)
+    move(engine, run, S.processing)
+    webhook_receiver.wait_for(3)
+    move(engine, run, S.failed, error_code="incomplete_video")
+    webhook_receiver.wait_for(4)
+    other = start_run(api_client, engine)
+    move(engine, other, S.processing)
+    webhook_receiver.wait_for(5)
+
+    base = f"/v1/webhooks/{created['_id']}/deliveries"
+    log = api_client.get(base, params={"breakdownRunId": run.id}).json()
+    assert [(d["status"], d["deliveryStatus"], d["attempts"]) for d in log] == [
+        ("failed", "delivered", 1),
+        ("processing", "delivered", 3),
+    ]
+    processing = log[1]
+    assert set(processing) == {
+        "_id", "eventId", "breakdownRunId", "status", "deliveryStatus", "attempts",
+        "create$date", "nextAttempt$date", "delivered$date", "log",
+    }  # fmt: skip
+    assert (processing["eventId"], processing["breakdownRunId"]) == (run.event_id, run.id)
+    assert [(a["attempt"], a["statusCode"]) for a in processing["log"]] == [(1, 500), (2, 500), (3, 200)]
+    assert processing["log"][0]["error"] == "HTTP 500" and processing["log"][2]["error"] is None
+    assert all(ISO_MS.match(a["at$date"]) and a["durationMs"] >= 0 for a in processing["log"])
+    assert processing["nextAttempt$date"] is None and ISO_MS.match(processing["delivered$date"])
+    received_ids = {h.headers["webhook-id"] for h in webhook_receiver.received}
+    assert {d["_id"] for d in log} <= received_ids
+
+    everything = api_client.get(base).json()
+    assert [d["breakdownRunId"] for d in everything] == [other.id, run.id, run.id]
+    page = api_client.get(base, params={"limit": 1, "skip": 1}).json()
+    assert [d["_id"] for d in page] == [everything[1]["_id"]]
+    assert errors_of(api_client.get(base, params={"limit": 0})) == (422, "validation_error")
+    assert errors_of(api_client.get(base, params={"skip": -1})) == (422, "validation_error")
+    assert errors_of(api_client.get(base, params={"breakdownRunId": "nope"})) == (400, "bad_request")
