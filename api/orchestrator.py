@@ -7,21 +7,24 @@ dependency (``api.deps.get_orchestrator``), so tests substitute a recording one.
 
 :class:`PrefectOrchestrator` creates a flow run of ``settings.prefect.run_deployment`` with
 ``run_deployment(..., timeout=0)`` (returns at once), the run's id as Prefect's idempotency key (a
-retried submit never starts two flows) and a readable flow-run name. Prefect is imported lazily: the
-API starts, and answers reads, without it.
+retried submit never starts two flows) and a readable flow-run name, through ``flows.submit`` (which
+the nightly reprocessing flow shares). Prefect is imported lazily: the API starts, and answers reads,
+without it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 from uuid import UUID
 
+from flows.submit import flow_run_name, flow_run_tags, submit_run
 from infra.settings import Settings
 from storage.models import Event, Run
+
+__all__ = ["Orchestrator", "PrefectOrchestrator", "flow_run_name", "flow_run_tags"]
 
 logger = logging.getLogger("filmroom.api.orchestrator")
 
@@ -40,22 +43,6 @@ class Orchestrator(Protocol):
         """Ask for ``run``'s analysis to stop. True when it is certain that it will never run
         (it had not started, or it already stopped); False when the flow will confirm later."""
         ...
-
-
-def flow_run_name(run: Run, event: Event) -> str:
-    """``<event title or id, slugged>-<run id>``: what the Prefect UI shows."""
-    label = re.sub(r"[^A-Za-z0-9]+", "-", event.title or "").strip("-").lower()[:60]
-    return f"{label or event.id}-{run.id}"
-
-
-def flow_run_tags(run: Run, event: Event) -> list[str]:
-    return [f"tenant:{run.tenant_id}", f"kind:{event.kind.value}", f"mode:{run.mode.value}"]
-
-
-def _prefect_run_deployment() -> Callable[..., Any]:
-    from prefect.deployments import run_deployment
-
-    return run_deployment
 
 
 class PrefectOrchestrator:
@@ -92,17 +79,12 @@ class PrefectOrchestrator:
 
     def submit(self, run: Run, event: Event) -> str | None:
         with self._prefect():
-            run_deployment = self._run_deployment or _prefect_run_deployment()
-            flow_run = run_deployment(
-                name=self.settings.prefect.run_deployment,
-                parameters={"run_id": run.id},
-                timeout=0,
-                idempotency_key=run.id,
-                flow_run_name=flow_run_name(run, event),
-                tags=flow_run_tags(run, event),
-                as_subflow=False,
+            return submit_run(
+                run,
+                event,
+                deployment=self.settings.prefect.run_deployment,
+                run_deployment=self._run_deployment,
             )
-        return str(flow_run.id)
 
     def cancel(self, run: Run) -> bool:
         if run.flow_run_id is None:

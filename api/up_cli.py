@@ -19,16 +19,25 @@ console = Console()
 
 
 def serve_flows() -> None:
-    """Serve the run deployment (`filmroom-run/filmroom-run`) from this process until interrupted."""
+    """Serve the run deployment (`filmroom-run/filmroom-run`) and the nightly reprocessing deployment
+    (`filmroom-reprocess/filmroom-reprocess`, on `prefect.reprocess_cron`) from this process until
+    interrupted."""
     from prefect import serve
 
+    from flows.reprocess import reprocess_flow
     from flows.run import run_flow
 
     settings = get_settings()
     flow_name, _, deployment = settings.prefect.run_deployment.partition("/")
     init_db()
-    deployment_obj: Any = run_flow.to_deployment(name=deployment or flow_name, tags=["filmroom"])
-    serve(deployment_obj, limit=2)
+    run_deployment: Any = run_flow.to_deployment(
+        name=deployment or flow_name, tags=["filmroom"], concurrency_limit=2
+    )
+    reprocess_deployment: Any = reprocess_flow.to_deployment(
+        name="filmroom-reprocess", tags=["filmroom"], cron=settings.prefect.reprocess_cron
+    )
+    # two runs at once (the run deployment's limit) plus the reprocessing pass, which only submits
+    serve(run_deployment, reprocess_deployment, limit=3)
 
 
 def reconcile(

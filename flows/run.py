@@ -27,7 +27,7 @@ from flows import status
 from flows.dag import Stage, progress_after
 from infra.cluster import make_task_runner
 from infra.settings import get_settings
-from infra.version import code_version
+from infra.version import code_version, weights_version
 from storage.artifacts import RunRef
 from storage.db import session_scope
 from storage.models import EventKind, RunStatus
@@ -147,10 +147,17 @@ def run_flow(run_id: str) -> dict[str, Any]:
         logger.info("run %s is already finished; nothing to do", run_id)
         return {"run_id": run_id, "skipped": True}
     ref, params = ctx.ref, ctx.params
-    status.mark(run_id, RunStatus.processing, flow_run_id=str(current_flow_run.id or "") or None)
-    progress = _Progress(run_id)
     settings = get_settings()
     detect = _detect_params(params)
+    weights = resolve_weights(detect.weights)
+    status.mark(
+        run_id,
+        RunStatus.processing,
+        flow_run_id=str(current_flow_run.id or "") or None,
+        model_version=weights_version(weights),  # what reprocessing compares with the configured weights
+        code_version=code_version(),
+    )
+    progress = _Progress(run_id)
     chunk_s = float(params.get("chunk_seconds", settings.detect.chunk_seconds))
     overlap_s = float(params.get("overlap_seconds", settings.detect.overlap_seconds))
 
@@ -159,7 +166,8 @@ def run_flow(run_id: str) -> dict[str, Any]:
     artifacts = store()
     artifacts.update_manifest(
         ref,
-        model_name=resolve_weights(detect.weights).name,
+        model_name=weights.name,
+        model_version=weights_version(weights),
         params={"detect": detect.model_dump(), "chunk_seconds": chunk_s, "overlap_seconds": overlap_s},
     )
     _mapped(ref, Stage.detect_track, plan.chunks, detect, progress, episode=ctx.kind is EventKind.episode)
@@ -182,7 +190,7 @@ def run_flow(run_id: str) -> dict[str, Any]:
             ref,
             event=ctx.event,
             run=ctx.run,
-            models={"detector": resolve_weights(detect.weights).name},
+            models={"detector": weights.name},
             corrections_applied=len(ctx.corrections),
         )
     except Exception as exc:

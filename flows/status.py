@@ -10,11 +10,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from prefect.client.schemas.objects import StateType
+from sqlmodel import col
 
 from infra import errors
 from storage.db import session_scope, write_scope
-from storage.models import RunStatus
+from storage.models import Run, RunStatus
 from storage.repo import (
     get_run_by_id,
     list_active_runs,
@@ -91,3 +93,14 @@ async def reconcile_once(client: Any, stale_after: timedelta) -> dict[str, str]:
             state_type = None
         outcome[run_id] = settle(run_id, state_type, now - updated_at, stale_after)
     return outcome
+
+
+def attach_flow_run(run_id: str, flow_run_id: str) -> None:
+    """Remember the flow run a queued run was handed to (the first one wins, like the API's hand-over)."""
+    with write_scope() as session:
+        session.exec(
+            sa.update(Run)
+            .where(col(Run.id) == run_id, col(Run.flow_run_id).is_(None))
+            .values(flow_run_id=flow_run_id)
+            .execution_options(synchronize_session=False)
+        )

@@ -112,6 +112,10 @@ class PrefectSettings(BaseModel):
     run_deployment: str = Field(
         default="filmroom-run/filmroom-run", description="Deployment that runs one breakdown run."
     )
+    reprocess_cron: str = Field(
+        default="0 3 * * *",
+        description="Cron schedule (UTC) of the reprocessing deployment `filmroom serve-flows` serves.",
+    )
 
 
 class WebhookSettings(BaseModel):
