@@ -23,6 +23,7 @@ def serve_flows() -> None:
     (`filmroom-reprocess/filmroom-reprocess`, on `prefect.reprocess_cron`) from this process until
     interrupted."""
     from prefect import serve
+    from prefect.deployments.runner import EntrypointType
 
     from flows.reprocess import reprocess_flow
     from flows.run import run_flow
@@ -30,11 +31,18 @@ def serve_flows() -> None:
     settings = get_settings()
     flow_name, _, deployment = settings.prefect.run_deployment.partition("/")
     init_db()
+    # Module entrypoints (flows.run:run_flow), not file paths: Prefect loads a file-path entrypoint
+    # as a top-level module named after the file ("run"), which Dask workers started elsewhere
+    # (FILMROOM_DASK__ADDRESS) cannot import when they unpickle the flow's tasks.
+    module_path = EntrypointType.MODULE_PATH
     run_deployment: Any = run_flow.to_deployment(
-        name=deployment or flow_name, tags=["filmroom"], concurrency_limit=2
+        name=deployment or flow_name, tags=["filmroom"], concurrency_limit=2, entrypoint_type=module_path
     )
     reprocess_deployment: Any = reprocess_flow.to_deployment(
-        name="filmroom-reprocess", tags=["filmroom"], cron=settings.prefect.reprocess_cron
+        name="filmroom-reprocess",
+        tags=["filmroom"],
+        cron=settings.prefect.reprocess_cron,
+        entrypoint_type=module_path,
     )
     # two runs at once (the run deployment's limit) plus the reprocessing pass, which only submits
     serve(run_deployment, reprocess_deployment, limit=3)
