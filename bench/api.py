@@ -11,7 +11,7 @@ LocalCluster (``FILMROOM_DASK__ADDRESS``), SQLite. Prints:
 3. then it waits until every accepted job reaches a terminal status (``completed``/``failed`` in the
    Jobs API) and prints how long that took and the statuses.
 
-Run:  .venv/bin/python bench/api.py [--rate 20 --seconds 10 --burst 500 --submit-limit 60/minute]
+Run:  .venv/bin/python bench/api.py [--rate 20 --seconds 10 --burst 500 --submit-limit 120/minute]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="GET requests per second (POST: a quarter)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each fixed-rate phase")
     parser.add_argument("--burst", type=int, default=500, help="submissions in the burst")
-    parser.add_argument("--submit-limit", default="60/minute", help="per-key submission rate limit")
+    parser.add_argument("--submit-limit", default="120/minute", help="per-key submission rate limit")
     parser.add_argument("--settle-timeout", type=float, default=3600.0, help="seconds to wait for runs")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="filmroom-bench-api-"))
