@@ -4,7 +4,8 @@
 * ``SessionDep`` — a read-mostly session around the request; ``WriteSessionDep`` — one that takes
   SQLite's write lock up front (:func:`write_scope`), for routes that read then write. Both commit
   when the route returns, before the response is sent;
-* ``PrincipalDep`` — the caller (tenant and key id), from ``Authorization: Bearer <API key>`` (401 otherwise);
+* ``PrincipalDep`` — the caller (tenant, and the API key or token subject), from
+  ``Authorization: Bearer <API key or JWT>`` (401 otherwise; see :func:`get_principal`);
 * ``OrchestratorDep`` — who runs the analysis (``app.state.orchestrator``; tests override
   :func:`get_orchestrator` or pass one to ``create_app``);
 * ``ArtifactsDep`` — the artifact store; ``ResolverDep`` — DNS resolution for callback URL checks.
@@ -18,9 +19,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from api.auth import JwtVerifier, looks_like_jwt
 from api.orchestrator import Orchestrator
 from api.webhooks.urls import Resolver
 from infra.errors import Unauthorized
@@ -63,36 +66,73 @@ def get_resolver(request: Request) -> Resolver:
     return resolver
 
 
+def get_jwt_verifier(request: Request) -> JwtVerifier:
+    """The app's verifier (``app.state.jwt_verifier``), built on first use when the app has none."""
+    verifier = getattr(request.app.state, "jwt_verifier", None)
+    if verifier is None:
+        verifier = JwtVerifier(get_settings_dep(request).api)
+        request.app.state.jwt_verifier = verifier
+    assert isinstance(verifier, JwtVerifier)
+    return verifier
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the tenant and the API key it used."""
+    """Who is calling: the tenant, and the API key id (``key_id``) or ``jwt:<subject>`` it used."""
 
     tenant_id: str
     key_id: str
+    method: str = "api_key"  # or "jwt"
 
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer frk_...`.")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (`Authorization: Bearer frk_...`) or a JWT (`Authorization: Bearer <JWT>`; "
+    "HS256 or RS256 with `exp`, `iss` and the tenant claim). Both authenticate the caller's tenant.",
+)
+
+
+def _presented_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    if credentials is not None:
+        return credentials.credentials or None
+    # breakdown-runs-api.md's examples send `Authorization: <JWT_TOKEN>` without a scheme: accept a
+    # bare JWT too, so a client written against the document works unchanged.
+    authorization = request.headers.get("Authorization") or ""
+    scheme, rest = get_authorization_scheme_param(authorization)
+    return scheme if scheme and not rest and looks_like_jwt(scheme) else None
 
 
 def get_principal(
+    request: Request,
     engine: Annotated[Engine, Depends(get_engine_dep)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    """The caller, from its API key.
+    """The caller, from an API key (``frk_...``) or else a JWT.
 
-    A read: the key's ``last_used_at`` is written in a short transaction of its own, at most once a
-    minute per key, so authentication never queues a request behind SQLite's writer.
+    A read: API keys go first and stay one indexed lookup; the key's ``last_used_at`` is written in a
+    short transaction of its own, at most once a minute per key, so authentication never queues a
+    request behind SQLite's writer. A token that is not an API key is verified as a JWT
+    (:class:`api.auth.JwtVerifier`), and its tenant must be registered.
     """
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Unauthorized("missing API key: send Authorization: Bearer <API key>")
+    token = _presented_token(request, credentials)
+    if token is None:
+        raise Unauthorized("missing credentials: send Authorization: Bearer <API key or JWT>")
+    if repo.API_KEY_RE.fullmatch(token.strip()):
+        with session_scope(engine) as session:
+            key = repo.verify_api_key(session, plaintext=token)
+        if key is None:
+            raise Unauthorized("invalid or revoked API key")
+        if repo.api_key_use_is_stale(key):
+            with write_scope(engine) as session:
+                repo.record_api_key_use(session, key_id=key.id)
+        return Principal(tenant_id=key.tenant_id, key_id=key.id)
+    if not looks_like_jwt(token):
+        raise Unauthorized("the bearer token is neither an API key nor a JWT")
+    claims = get_jwt_verifier(request).verify(token)
     with session_scope(engine) as session:
-        key = repo.verify_api_key(session, plaintext=credentials.credentials)
-    if key is None:
-        raise Unauthorized("invalid or revoked API key")
-    if repo.api_key_use_is_stale(key):
-        with write_scope(engine) as session:
-            repo.record_api_key_use(session, key_id=key.id)
-    return Principal(tenant_id=key.tenant_id, key_id=key.id)
+        if repo.get_tenant(session, tenant_id=claims.tenant_id) is None:
+            raise Unauthorized(f"tenant {claims.tenant_id!r} is not registered")
+    return Principal(tenant_id=claims.tenant_id, key_id=f"jwt:{claims.subject or ''}", method="jwt")
 
 
 def get_write_session(

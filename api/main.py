@@ -17,8 +17,11 @@ import sqlalchemy as sa
 from fastapi import Depends, FastAPI
 from sqlalchemy.engine import Engine
 
+from api.auth import JwtVerifier
+from api.breakdown_runs.router import router as breakdown_runs_router
 from api.deps import get_engine_dep
 from api.errors import CatchAllMiddleware, error_responses, install_error_handlers
+from api.files import router as files_router
 from api.jobs.router import router as jobs_router
 from api.jobs.schemas import Health
 from api.orchestrator import Orchestrator, PrefectOrchestrator
@@ -37,7 +40,9 @@ DESCRIPTION = """\
 Submit sports and broadcast footage for analysis, poll jobs, and receive signed webhooks.
 
 Authenticate every `/v1` call with `Authorization: Bearer <API key>` (keys come from
-`filmroom keys create --tenant T`). Every non-2xx body is `{"error": {"code", "details"}}`.
+`filmroom keys create --tenant T`) or `Authorization: Bearer <JWT>` (HS256 or RS256, with `exp`, `iss`
+and the tenant claim; the tenant must be registered); both authenticate the same tenant. Links in
+`fileUrl` (`/v1/files/...`) need no header. Every non-2xx body is `{"error": {"code", "details"}}`.
 Every response carries `X-RateLimit-Limit` and `X-RateLimit-Remaining`.
 """
 
@@ -76,9 +81,12 @@ def create_app(
     app.state.orchestrator = orchestrator or PrefectOrchestrator(settings)
     app.state.resolver = resolve
     app.state.artifacts = store
+    app.state.jwt_verifier = JwtVerifier(settings.api)  # reads the public key file once, fails fast
 
     install_error_handlers(app)
     app.include_router(jobs_router)
+    app.include_router(breakdown_runs_router)
+    app.include_router(files_router)
     app.include_router(webhooks_router)
     app.webhooks.include_router(webhook_payloads)  # documents what registered endpoints receive
     app.add_api_route(

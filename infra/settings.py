@@ -165,8 +165,16 @@ class ApiSettings(BaseModel):
     )
     jwt_issuer: str = Field(default="filmroom", description="Required `iss` claim of JWTs.")
     jwt_tenant_claim: str = Field(default="tenant", description="JWT claim that names the tenant.")
+    jwt_leeway_s: float = Field(
+        default=30.0, ge=0, le=300, description="Clock skew tolerated when checking a JWT's exp/nbf/iat."
+    )
     link_secret: str = Field(default=DEV_SECRET, description="Secret that signs short-lived file links.")
     link_ttl_s: int = Field(default=900, gt=0, description="Lifetime of a signed download link.")
+    breakdown_file_max_bytes: int = Field(
+        default=32 * 1024**2,
+        gt=0,
+        description="Largest breakdown file an analyst may upload to a manual breakdown run.",
+    )
     rate_limit: str = Field(
         default="120/minute", description="Per-API-key rate limit (limits library notation)."
     )

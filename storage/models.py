@@ -219,10 +219,15 @@ class Event(EventBase, table=True):
     __table_args__ = (
         sa.UniqueConstraint("id", "tenant_id"),  # target of the children's composite foreign keys
         sa.UniqueConstraint("tenant_id", "external_id"),
+        sa.UniqueConstraint("tenant_id", "idempotency_key"),
     )
 
     id: str = Field(default_factory=new_object_id, primary_key=True, sa_type=OBJECT_ID)
     tenant_id: str = Field(foreign_key="tenants.id", ondelete="RESTRICT", sa_type=sa.String(64))
+    idempotency_key: str | None = Field(
+        default=None, sa_type=sa.String(255), description="Idempotency-Key of the POST that created it."
+    )
+    request_hash: str | None = Field(default=None, sa_type=sa.String(64))
     created_at: datetime = Field(default_factory=utc_now, sa_type=UTCDateTime)
     modified_at: datetime = Field(
         default_factory=utc_now, sa_type=UTCDateTime, description="Bumped whenever one of its runs changes."

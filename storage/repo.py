@@ -188,6 +188,8 @@ def create_event(
     sources: Sequence[EventSource | Mapping[str, Any]],
     meta: Mapping[str, Any] | None = None,
     external_id: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
 ) -> Event:
     validated = [EventSource.model_validate(source) for source in sources]
     if not validated:
@@ -203,9 +205,57 @@ def create_event(
         external_id=external_id,
         sources=[source.model_dump(exclude_none=True) for source in validated],
         meta=dict(meta or {}),
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
     )
     session.add(event)
     session.flush()
+    return event
+
+
+class EventCreation(NamedTuple):
+    event: Event
+    created: bool  # False: an earlier request with the same Idempotency-Key created ``event``
+
+
+def create_event_once(
+    session: Session,
+    *,
+    tenant_id: str,
+    idempotency_key: str | None,
+    request_hash: str | None,
+    **fields: Any,
+) -> EventCreation:
+    """:func:`create_event` (``fields`` are its arguments) made safe to retry: with ``idempotency_key``,
+    a replay returns the first event; the key with another ``request_hash`` is ``IdempotencyConflict``."""
+
+    def earlier() -> Event | None:
+        return session.exec(
+            select(Event).where(Event.tenant_id == tenant_id, Event.idempotency_key == idempotency_key)
+        ).first()
+
+    if idempotency_key is not None and (found := earlier()) is not None:
+        return EventCreation(_same_event_request(found, request_hash), created=False)
+    try:
+        with session.begin_nested():
+            event = create_event(
+                session,
+                tenant_id=tenant_id,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                **fields,
+            )
+    except IntegrityError:
+        found = earlier() if idempotency_key is not None else None
+        if found is None:
+            raise
+        return EventCreation(_same_event_request(found, request_hash), created=False)
+    return EventCreation(event, created=True)
+
+
+def _same_event_request(event: Event, request_hash: str | None) -> Event:
+    if event.request_hash != request_hash:
+        raise IdempotencyConflict(f"Idempotency-Key {event.idempotency_key!r} was used with another body")
     return event
 
 
@@ -245,6 +295,16 @@ def _ordering(
     return field.asc(), tiebreak.asc()
 
 
+def _after(
+    field: Mapped[Any], tiebreak: Mapped[Any], *, descending: bool, after: tuple[datetime, str]
+) -> sa.ColumnElement[bool]:
+    """Rows strictly after ``after`` = (sort value, id) in :func:`_ordering`'s order (keyset paging)."""
+    value, row_id = to_stored_utc(after[0]), after[1]
+    if descending:
+        return sa.or_(field < value, sa.and_(field == value, tiebreak < row_id))
+    return sa.or_(field > value, sa.and_(field == value, tiebreak > row_id))
+
+
 def list_events(
     session: Session,
     *,
@@ -257,10 +317,12 @@ def list_events(
     order_by: EventOrder = "-modified_at",
     limit: int | None = None,
     offset: int = 0,
+    after: tuple[datetime, str] | None = None,
 ) -> list[Event]:
     """The tenant's events that have at least one run matching the filters (the aggregated listing).
 
     ``modified_from``/``modified_to`` bound the event's ``modified_at``; ``status``/``mode`` the runs.
+    ``after`` = (sort value, id) of the last event of the previous page: only events after it.
     """
     run_filters = _run_filters(status=status, mode=mode, job_type=None, modified_from=None, modified_to=None)
     query = select(Event).where(
@@ -274,7 +336,10 @@ def list_events(
     if modified_to is not None:
         query = query.where(col(Event.modified_at) <= to_stored_utc(modified_to))
     field = col(Event.created_at) if order_by.endswith("created_at") else col(Event.modified_at)
-    query = query.order_by(*_ordering(field, col(Event.id), descending=order_by.startswith("-")))
+    descending = order_by.startswith("-")
+    if after is not None:
+        query = query.where(_after(field, col(Event.id), descending=descending, after=after))
+    query = query.order_by(*_ordering(field, col(Event.id), descending=descending))
     return list(session.exec(query.offset(offset).limit(limit)).all())
 
 
@@ -417,8 +482,12 @@ def list_runs(
     order_by: RunOrder = "-updated_at",
     limit: int | None = None,
     offset: int = 0,
+    after: tuple[datetime, str] | None = None,
 ) -> list[Run]:
-    """The tenant's runs, filtered; ``modified_*`` bound ``updated_at`` (inclusive); ``limit=None``: all."""
+    """The tenant's runs, filtered; ``modified_*`` bound ``updated_at`` (inclusive); ``limit=None``: all.
+
+    ``after`` = (sort value, id) of the last run of the previous page: only runs after it.
+    """
     query = select(Run).where(
         Run.tenant_id == tenant_id,
         *_run_filters(
@@ -432,7 +501,10 @@ def list_runs(
     if event_ids is not None:
         query = query.where(col(Run.event_id).in_(list(event_ids)))
     field = col(Run.created_at) if order_by.endswith("created_at") else col(Run.updated_at)
-    query = query.order_by(*_ordering(field, col(Run.id), descending=order_by.startswith("-")))
+    descending = order_by.startswith("-")
+    if after is not None:
+        query = query.where(_after(field, col(Run.id), descending=descending, after=after))
+    query = query.order_by(*_ordering(field, col(Run.id), descending=descending))
     return list(session.exec(query.offset(offset).limit(limit)).all())
 
 
