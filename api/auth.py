@@ -45,8 +45,10 @@ class TokenClaims:
 
 
 def looks_like_jwt(token: str) -> bool:
-    """Three dot-separated base64url parts (a cheap test before any cryptography)."""
-    return token.count(".") == 2 and all(token.split("."))
+    """Three dot-separated parts, header and payload non-empty (a cheap test before any cryptography;
+    an unsigned ``alg: none`` token passes it, to be refused by :class:`JwtVerifier` by name)."""
+    parts = token.split(".")
+    return len(parts) == 3 and bool(parts[0]) and bool(parts[1])
 
 
 def _load_public_keys(path: str) -> tuple[RSAPublicKey | None, dict[str, Any]]:
