@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -30,7 +30,7 @@ from infra.errors import Unauthorized
 from infra.settings import Settings
 from storage import repo
 from storage.artifacts import ArtifactStore
-from storage.db import session_scope, write_scope
+from storage.db import session_scope, write_scope, writer
 
 
 def get_settings_dep(request: Request) -> Settings:
@@ -135,14 +135,28 @@ def get_principal(
     return Principal(tenant_id=claims.tenant_id, key_id=f"jwt:{claims.subject or ''}", method="jwt")
 
 
-def get_write_session(
+async def get_write_session(
     engine: Annotated[Engine, Depends(get_engine_dep)],
     _caller: Annotated[Principal, Depends(get_principal)],
-) -> Iterator[Session]:
-    # Depending on the caller orders the API-key check (and its occasional short write) before
-    # this session takes SQLite's write lock; the other way round the check would wait for it.
-    with write_scope(engine) as session:
+) -> AsyncIterator[Session]:
+    """A session whose transactions take SQLite's write lock (:func:`writer`) when the route first
+    uses it, inside the route's own thread; routes commit before they return.
+
+    Async on purpose, and lazy: a write lock taken in a threadpool dependency and released in
+    another (the commit after the route) made the lock holder wait for a free thread while every
+    thread waited for the lock -- a burst of submissions stalled until the busy timeout (503s).
+    Depending on the caller orders the API-key check before this session.
+    """
+    session = Session(writer(engine), expire_on_commit=False)
+    try:
         yield session
+        if session.in_transaction():  # a route that left its unit of work open
+            session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

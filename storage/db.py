@@ -165,21 +165,28 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         session.close()
 
 
+def writer(engine: Engine) -> Engine:
+    """``engine`` for units of work that read and then write.
+
+    On SQLite every transaction of a session bound to it begins ``BEGIN IMMEDIATE`` (after the
+    process's gate): SQLite only waits for a busy write lock when the transaction holds no read
+    snapshot yet; a transaction that read first fails at once with "database is locked" if another
+    connection is writing. The transaction begins lazily, at the session's first statement, so a
+    session can be handed out before its user runs. PostgreSQL needs none of this.
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    return engine.execution_options(**{SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+
+
 @contextmanager
 def write_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """A :func:`session_scope` for a unit of work that reads and then writes.
+    """A :func:`session_scope` on :func:`writer`: for a unit of work that reads and then writes.
 
-    On SQLite it takes the write lock up front (``BEGIN IMMEDIATE``): SQLite only waits for a busy
-    write lock when the transaction holds no read snapshot yet; a transaction that read first fails
-    at once with "database is locked" if another connection is writing. Before that, writers of this
-    process queue on the engine's gate, held exactly as long as the transaction (see the module
-    docstring); waiting longer than the busy timeout raises SQLAlchemy's ``TimeoutError`` (the API
-    answers 503 ``technical_issues``). PostgreSQL needs none of this.
+    Waiting longer than the busy timeout for the write lock raises SQLAlchemy's ``TimeoutError`` or
+    ``OperationalError`` (the API answers 503 ``technical_issues``).
     """
-    engine = engine or get_engine()
-    with session_scope(engine) as session:
-        if engine.dialect.name == "sqlite":
-            session.connection(execution_options={SQLITE_BEGIN_OPTION: "BEGIN IMMEDIATE"})
+    with session_scope(writer(engine or get_engine())) as session:
         yield session
 
 

@@ -7,6 +7,8 @@ The analysis flow is another process; these tests play its part by moving runs o
 from __future__ import annotations
 
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,19 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from api.jobs.service import estimate_completion
+from infra.settings import Settings
 from storage import repo
 from storage.artifacts import ArtifactStore, RunRef
 from storage.db import session_scope
-from storage.models import Run, RunStatus
-from tests.fixtures.api import ApiServer, ApiServerFactory, RecordingOrchestrator, sqlite_only
+from storage.models import Event, Run, RunStatus
+from tests.fixtures.api import (
+    ApiServer,
+    ApiServerFactory,
+    RecordingOrchestrator,
+    issue_api_key,
+    sqlite_only,
+    tweak_settings,
+)
 
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 S = RunStatus
@@ -232,6 +242,43 @@ def test_a_job_the_orchestrator_could_not_take_stays_queued_and_a_replay_hands_i
     orchestrator.fail_submit = False
     api_client.post("/v1/jobs", json=breakdown_job(footage_file), headers=headers)
     assert run_of(engine, first.json()["job_id"]).flow_run_id == "flow-1"
+
+
+class SlowOrchestrator(RecordingOrchestrator):
+    """Takes as long as a real ``run_deployment`` round trip on a busy Prefect server."""
+
+    def submit(self, run: Run, event: Event) -> str | None:
+        time.sleep(0.05)
+        return super().submit(run, event)
+
+
+def test_a_burst_of_concurrent_submissions_is_all_answered_and_handed_over(
+    api_server_factory: ApiServerFactory, api_settings: Settings, engine: Engine, footage_file: Path
+) -> None:
+    # More submissions in flight than the server has threads (anyio's 40): writers waiting for
+    # SQLite's write lock must never hold up the one that has it (they once did until the busy
+    # timeout, and the burst answered 503s).
+    settings = tweak_settings(
+        api_settings, api={"rate_limit": "100000/minute", "submit_rate_limit": "100000/minute"}
+    )
+    orchestrator = SlowOrchestrator()
+    server = api_server_factory(settings, orchestrator=orchestrator)
+    key = issue_api_key(engine, "burst")
+
+    def submit(_: int) -> tuple[int, str]:
+        with server.client(key) as client:
+            response = client.post("/v1/jobs", json=breakdown_job(footage_file), timeout=60)
+            return response.status_code, response.json().get("job_id", response.text)
+
+    with ThreadPoolExecutor(max_workers=80) as pool:
+        answers = list(pool.map(submit, range(160)))
+    assert [code for code, _ in answers] == [200] * 160, answers
+    job_ids = {job_id for _, job_id in answers}
+    assert len(job_ids) == 160 and len(orchestrator.submitted) == 160
+    with session_scope(engine) as session:
+        runs = session.exec(repo.select(Run).where(Run.tenant_id == "burst")).all()
+    assert {run.job_id for run in runs} == job_ids
+    assert all(run.flow_run_id for run in runs)
 
 
 # --- cancel ----------------------------------------------------------------------------------------
