@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 
@@ -35,7 +36,8 @@ from infra.settings import ApiSettings
 
 logger = logging.getLogger("filmroom.api.ratelimit")
 
-SUBMIT_ROUTE = ("POST", "/v1/jobs")
+# Routes that start an analysis: they also count against the per-key submit limit.
+SUBMIT_ROUTES = re.compile(r"^/v1/jobs$|^/v1/events/[^/]+/breakdown-runs$")
 
 
 def limits_storage(redis_url: str | None) -> Storage:
@@ -66,7 +68,7 @@ class RateLimiter:
         self.strategy = MovingWindowRateLimiter(self.storage)
 
     def items_for(self, method: str, path: str) -> list[RateLimitItem]:
-        if (method, path.rstrip("/") or "/") == SUBMIT_ROUTE:
+        if method == "POST" and SUBMIT_ROUTES.match(path.rstrip("/")):
             return [self.general, self.submit]
         return [self.general]
 

@@ -168,6 +168,9 @@ def test_submissions_have_a_stricter_limit_than_reads(
         assert [r.status_code for r in submits] == [200, 200, 429]
         assert [r.headers["X-RateLimit-Limit"] for r in submits] == ["2", "2", "2"]
         assert "Retry-After" in submits[2].headers
+        # starting a breakdown run is a submission too, counted in the same window
+        start = client.post(f"/v1/events/{'0' * 24}/breakdown-runs", json={"mode": "ai"})
+        assert start.status_code == 429 and start.headers["X-RateLimit-Limit"] == "2"
         read = client.get("/v1/jobs")
         assert read.status_code == 200 and read.headers["X-RateLimit-Limit"] == "50"
 
