@@ -1,0 +1,123 @@
+"""Games: chaining a team's track fragments into players, and giving tiny tracks to an identity.
+
+How a link is costed (look, stature, gap, motion) is explained in :mod:`tasks.cluster`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from tasks.cluster_base import ClusterParams, Identity, TrackInfo
+
+
+def motion_excess(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
+    """Box heights by which the jump from ``a``'s end to ``b``'s start beats a sprint (0 if plausible)."""
+    gap = b.start - a.end
+    return max(0.0, jump_heights(a, b) - (params.max_speed_heights_s * gap + params.motion_slack_heights))
+
+
+def _link_cost(a: TrackInfo, b: TrackInfo, appearance: float, params: ClusterParams) -> float:
+    """Cost of ``b`` continuing ``a`` (``a`` ends before ``b`` starts); see the module docstring."""
+    gap = b.start - a.end
+    cost = appearance + params.gap_cost_per_s * gap
+    if "stature" in a.features and "stature" in b.features:
+        cost += params.stature_weight * abs(float(a.features["stature"][0] - b.features["stature"][0]))
+    if gap <= params.max_gap_s:
+        allowance = params.max_speed_heights_s * gap + params.motion_slack_heights
+        cost += params.motion_soft * min(1.0, jump_heights(a, b) / allowance)
+        cost += params.motion_weight * motion_excess(a, b, params)
+    else:
+        cost += params.motion_soft  # no evidence either way
+    return cost
+
+
+def merge_fragments(
+    infos: dict[int, TrackInfo], members: Sequence[int], params: ClusterParams
+) -> list[set[int]]:
+    """Chain one team's tracks into identities: each track is continued by at most one later track.
+
+    The links are chosen together (Hungarian assignment of track ends to track starts, where leaving
+    an end unlinked costs ``merge_max_cost``), so one ambiguous pair cannot steal the link that
+    would have made two others right, as a greedy cheapest-first merge does.
+    """
+    ids = sorted(members, key=lambda t: (infos[t].start, t))
+    n = len(ids)
+    if n < 2:
+        return [{t} for t in ids]
+    big = 1e6
+    cost = np.full((n, 2 * n), big)
+    for i, a in enumerate(ids):
+        cost[i, n + i] = params.merge_max_cost
+        for j, b in enumerate(ids):
+            ia, ib = infos[a], infos[b]
+            if i == j or ia.angle != ib.angle or ia.end > ib.start:
+                continue
+            appearance = float(np.linalg.norm(ia.features["look"] - ib.features["look"]))
+            cost[i, j] = min(big, _link_cost(ia, ib, appearance, params))
+    rows, cols = linear_sum_assignment(cost)
+    successor = {
+        ids[r]: ids[c]
+        for r, c in zip(rows, cols, strict=True)
+        if c < n and cost[r, c] < params.merge_max_cost
+    }
+    has_predecessor = set(successor.values())
+    chains: list[set[int]] = []
+    for t in ids:
+        if t in has_predecessor:
+            continue
+        chain = {t}
+        while t in successor:
+            t = successor[t]
+            chain.add(t)
+        chains.append(chain)
+    return sorted(chains, key=lambda g: min((infos[t].start, t) for t in g))
+
+
+def overlaps(infos: dict[int, TrackInfo], left: set[int], right: set[int]) -> bool:
+    return any(
+        infos[a].angle == infos[b].angle and infos[a].start <= infos[b].end and infos[b].start <= infos[a].end
+        for a in left
+        for b in right
+    )
+
+
+def attach_tiny(
+    identities: list[Identity], tiny: Sequence[int], infos: dict[int, TrackInfo], params: ClusterParams
+) -> list[Identity]:
+    """Give each tiny track (too few rows to judge its colours) to the identity it continues.
+
+    A tiny track joins the identity with a member ending within ``tiny_gap_s`` before it starts (or
+    starting just after it ends) at a plausible distance (no motion penalty), the nearest such; an
+    orphan becomes an ``other`` identity of its own (a flicker, a false detection).
+    """
+    for t in tiny:
+        me = infos[t]
+        best: tuple[float, int] | None = None
+        for index, ident in enumerate(identities):
+            if overlaps(infos, ident.tracks, {t}):
+                continue
+            for m in ident.tracks:
+                other = infos[m]
+                if other.angle != me.angle:
+                    continue
+                first, second = (other, me) if other.end <= me.start else (me, other)
+                if second.start - first.end > params.tiny_gap_s:
+                    continue
+                jump = jump_heights(first, second)
+                if motion_excess(first, second, params) <= 0 and (best is None or jump < best[0]):
+                    best = (jump, index)
+        if best is None:
+            identities.append(Identity("other", {t}, confidence=0.0))
+        else:
+            identities[best[1]].tracks.add(t)
+    return identities
+
+
+def jump_heights(a: TrackInfo, b: TrackInfo) -> float:
+    height = max(1.0, (a.last_box[3] - a.last_box[1] + b.first_box[3] - b.first_box[1]) / 2)
+    ca = np.array([(a.last_box[0] + a.last_box[2]) / 2, a.last_box[3]])
+    cb = np.array([(b.first_box[0] + b.first_box[2]) / 2, b.first_box[3]])
+    return float(np.linalg.norm(cb - ca)) / height

@@ -1,0 +1,268 @@
+"""Games: teams by kit colour, keepers and referees among the outliers, players by fragment merging.
+
+**Games.** Each track is summarised by the per-channel median of its appearance samples (robust to a
+few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "tiny" and handled last.
+
+* *Teams.* Per-track torso colours (CIELAB, lightness halved so shade matters less than hue) are
+  grouped by average-linkage agglomeration cut at ``kit_distance`` = ΔE 18 (one kit in sun and
+  shade, compressed, stays within ~10; two teams' kits differ by 30+). The two groups with the most
+  (coverage-weighted) samples give the team colours, keyed ``A`` and ``B`` by the hue angle of the
+  colour (stable across re-runs of one event; an ``assign_cluster`` correction names them). Then
+  every *sample* votes for the team colour within ``kit_distance`` of it, or for none, and a track
+  takes its majority; "none" must outvote the best team ``outlier_votes`` (2) to one, so a track
+  whose few samples are half cut by the frame edge still joins its team.
+* *Referees and keepers.* Outlier tracks are grouped by kit colour. The heaviest group is the
+  referee (always near play, so on screen most); a lighter group is a team's goalkeeper when that
+  team's players stand clearly nearer it (``keeper_ratio`` 1.3: mean distance, in box heights, to
+  the two nearest players of each team over the frames it is seen), otherwise ``other``.
+* *Players.* Within a team (and one angle), fragments are chained into identities: each track may
+  be continued by one later track that does not overlap it. A link costs the distance between the
+  two tracks' *looks* (torso, skin, hair and shorts colours: team-mates share a kit but not skin,
+  hair and build), their *stature* difference (box height against the frame's height-vs-position
+  line, in percent: players differ by up to ±7 %, a player's fragments agree within ~2 %) times
+  ``stature_weight``, ``gap_cost_per_s`` per second of gap, and a motion term — the jump from one
+  track's last box to the other's first, in box heights, against what a sprinter covers in the gap
+  (``max_speed_heights_s`` per second + ``motion_slack_heights``): ``motion_soft`` for a jump as
+  large as that, ``motion_weight`` per height beyond it (no motion term past ``max_gap_s``). All
+  links are chosen together (Hungarian assignment, an unlinked end costing ``merge_max_cost`` =
+  28), so one ambiguous pair cannot steal the links that make two others right. Jersey numbers are
+  not read.
+* *Tiny tracks* join the identity they continue within ``tiny_gap_s`` at a plausible distance, or
+  become ``other`` identities (flickers, false detections).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from tasks.cluster_base import ClusterParams, Identity, embedding_vectors, flat_groups, track_infos
+from tasks.cluster_fragments import attach_tiny, merge_fragments
+from tasks.embed import APPEARANCE_LAYOUT
+
+LOOK_BANDS = ("torso", "skin", "hair", "shorts")  # kit, then what tells team-mates apart
+
+
+def stature(tracks: pl.DataFrame, frame_size: dict[str, tuple[int, int]] | None = None) -> dict[int, float]:
+    """Each track's height relative to the people around it, in percent (0 = average).
+
+    People further from a broadcast camera stand higher in the image and look smaller; in each
+    frame a line ``box height ~ a + b * foot y`` is fitted over everyone in view (boxes cut by the
+    frame edge left out, one pass of outlier rejection), and a person's box height over the line's
+    prediction measures their stature: players differ by up to ±7 %, one player's fragments agree
+    within ~2 %. Zoom and pan change every box of a frame alike, so the per-frame fit absorbs them.
+    """
+    sizes = frame_size or {}
+    box = tracks.select(
+        "angle", "frame", "track_id", "y1", "y2", "x1", "x2", (pl.col("y2") - pl.col("y1")).alias("h")
+    )
+    width = pl.col("angle").replace_strict(
+        {k: v[0] for k, v in sizes.items()}, default=None, return_dtype=pl.Float64
+    )
+    height = pl.col("angle").replace_strict(
+        {k: v[1] for k, v in sizes.items()}, default=None, return_dtype=pl.Float64
+    )
+    inside = (pl.col("x1") > 1) & (pl.col("y1") > 1)
+    if sizes:
+        inside = (
+            inside & (pl.col("x2") < width.fill_null(1e9) - 1) & (pl.col("y2") < height.fill_null(1e9) - 1)
+        )
+    box = box.filter(inside & (pl.col("h") > 4))
+    ratios: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+    for _, group in box.group_by("angle", "frame"):
+        if group.height < 4:
+            continue
+        y, h = group["y2"].to_numpy().astype(float), group["h"].to_numpy().astype(float)
+        design = np.stack([np.ones_like(y), y], axis=1)
+        keep = np.ones(len(y), bool)
+        for _ in range(2):
+            coef, *_ = np.linalg.lstsq(design[keep], h[keep], rcond=None)
+            predicted = np.maximum(design @ coef, 1.0)
+            ratio = h / predicted
+            keep = np.abs(ratio - 1) < 0.15
+            if keep.sum() < 4:
+                break
+        ratios.append(100 * np.log(np.clip(ratio, 0.5, 2.0)))
+        owners.append(group["track_id"].to_numpy())
+    if not ratios:
+        return {}
+    table = pl.DataFrame({"track_id": np.concatenate(owners), "s": np.concatenate(ratios)})
+    per_track = table.group_by("track_id").agg(pl.col("s").median())
+    return dict(zip(per_track["track_id"].to_list(), per_track["s"].to_list(), strict=True))
+
+
+def _kit_space(torso: np.ndarray, params: ClusterParams) -> np.ndarray:
+    return torso * np.array([params.lightness_weight, 1.0, 1.0], np.float32)
+
+
+def team_centres(kit: np.ndarray, weights: np.ndarray, params: ClusterParams) -> dict[str, np.ndarray]:
+    """The kit colour of each team: the two heaviest colour groups of per-track kit colours.
+
+    Keyed ``A``/``B`` by the hue angle of the centre, so re-runs of one event name them alike.
+    """
+    if len(kit) == 0:
+        return {}
+    labels = flat_groups(kit, params.kit_distance)
+    mass = np.bincount(labels, weights=weights)
+    order = np.argsort(-mass, kind="stable")[:2]
+    centres = [np.average(kit[labels == g], axis=0, weights=weights[labels == g]) for g in order]
+    centres.sort(key=lambda c: float(np.arctan2(c[2], c[1])))
+    return dict(zip("AB", centres, strict=False))
+
+
+def vote_teams(
+    sample_tracks: np.ndarray,
+    sample_kit: np.ndarray,
+    sample_weight: np.ndarray,
+    centres: dict[str, np.ndarray],
+    params: ClusterParams,
+) -> tuple[dict[int, str | None], dict[int, float]]:
+    """Each sample votes for the nearest team centre within ``kit_distance`` (or for none); the track
+    takes the team with most votes unless "none" has strictly more (referees, keepers). Returns the
+    team per track and a confidence: the winning share of the votes times the colour margin."""
+    keys = list(centres)
+    if not keys:
+        return dict.fromkeys((int(t) for t in np.unique(sample_tracks)), None), {}
+    dists = np.stack([np.linalg.norm(sample_kit - centres[k], axis=1) for k in keys], axis=1)
+    nearest = np.argmin(dists, axis=1)
+    vote = np.where(dists[np.arange(len(dists)), nearest] <= params.kit_distance, nearest, len(keys))
+    team_of: dict[int, str | None] = {}
+    confidence: dict[int, float] = {}
+    for tid in np.unique(sample_tracks):
+        rows = sample_tracks == tid
+        tally = np.bincount(vote[rows], weights=sample_weight[rows], minlength=len(keys) + 1)
+        best = int(np.argmax(tally[: len(keys)]))
+        total = max(float(tally.sum()), 1e-9)
+        if tally[len(keys)] > params.outlier_votes * tally[best]:
+            team_of[int(tid)] = None
+            confidence[int(tid)] = float(tally[len(keys)] / total)
+            continue
+        team_of[int(tid)] = keys[best]
+        d = np.median(dists[rows], axis=0)
+        margin = 1.0 if len(keys) == 1 else float(np.clip((d[1 - best] - d[best]) / max(d.sum(), 1e-6), 0, 1))
+        confidence[int(tid)] = float(tally[best] / total) * (0.5 + 0.5 * margin)
+    return team_of, confidence
+
+
+def keeper_side(
+    tracks: pl.DataFrame, members: Sequence[int], team_of: dict[int, str | None], params: ClusterParams
+) -> str | None:
+    """The team whose players stand clearly nearer to these (outlier-kit) tracks: the keeper's team.
+
+    In every frame where the group is seen, the mean distance (in box heights) to the two nearest
+    visible players of each team is measured; a goalkeeper stands behind their own defence, the
+    opponents' forwards are further up, so their own team is nearer on average. Below a ratio of
+    ``keeper_ratio`` (or with fewer than 3 frames seeing both teams) nothing is decided.
+    """
+    teams = pl.DataFrame(
+        {"track_id": list(team_of), "team": list(team_of.values())},
+        schema={"track_id": pl.Int64, "team": pl.Utf8},
+    ).drop_nulls()
+    centre_x = ((pl.col("x1") + pl.col("x2")) / 2).alias("x")
+    mine = tracks.filter(pl.col("track_id").is_in(list(members))).select(
+        "angle",
+        "frame",
+        centre_x.alias("gx"),
+        pl.col("y2").alias("gy"),
+        (pl.col("y2") - pl.col("y1")).alias("gh"),
+    )
+    others = tracks.join(teams, on="track_id").select("angle", "frame", "team", centre_x, "y2")
+    pairs = mine.join(others, on=["angle", "frame"])
+    if pairs.is_empty():
+        return None
+    distance = ((pl.col("x") - pl.col("gx")) ** 2 + (pl.col("y2") - pl.col("gy")) ** 2).sqrt()
+    per_frame = (
+        pairs.with_columns(d=distance / pl.col("gh").clip(lower_bound=1.0))
+        .sort("d")
+        .group_by("angle", "frame", "team")
+        .agg(pl.col("d").head(2).mean())
+        .pivot(on="team", index=["angle", "frame"], values="d")
+    )
+    if "A" not in per_frame.columns or "B" not in per_frame.columns:
+        return None
+    both = per_frame.drop_nulls(["A", "B"])
+    if both.height < 3:
+        return None
+    a, b = float(both["A"].mean()), float(both["B"].mean())  # type: ignore[arg-type]
+    if b > a * params.keeper_ratio:
+        return "A"
+    if a > b * params.keeper_ratio:
+        return "B"
+    return None
+
+
+def _look_dims() -> np.ndarray:
+    return np.concatenate(
+        [
+            np.arange(APPEARANCE_LAYOUT[f"{b}_lab"].start, APPEARANCE_LAYOUT[f"{b}_lab"].stop)
+            for b in LOOK_BANDS
+        ]
+    )
+
+
+def _look(median: np.ndarray, params: ClusterParams) -> np.ndarray:
+    weight = np.tile(np.array([params.lightness_weight, 1.0, 1.0]), len(LOOK_BANDS))
+    return np.asarray(median[_look_dims()] * weight)
+
+
+def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: ClusterParams) -> list[Identity]:
+    """Teams, then players within each team, then keepers, referees and others among the outliers."""
+    ids, vectors = embedding_vectors(embeddings, "appearance")
+    infos = track_infos(tracks)
+    embedded = {int(t) for t in ids}
+    tiny = {t for t, info in infos.items() if info.samples < params.min_track_rows or t not in embedded}
+    known_rows = np.asarray([int(t) in infos and int(t) not in tiny for t in ids], bool)
+    ids, vectors = ids[known_rows], vectors[known_rows]
+    if len(ids) == 0:
+        return [Identity("other", {t}, confidence=0.0) for t in sorted(tiny)]
+    sample_kit = _kit_space(vectors[:, APPEARANCE_LAYOUT["torso_lab"]], params)
+    sample_weight = np.clip(vectors[:, APPEARANCE_LAYOUT["torso_coverage"]].ravel(), 0.05, 1.0)
+    per_track = (
+        pl.DataFrame({"track_id": ids, "i": np.arange(len(ids))})
+        .group_by("track_id", maintain_order=True)
+        .agg(pl.col("i"))
+    )
+    track_ids = per_track["track_id"].to_numpy()
+    rows_of = [np.asarray(rows) for rows in per_track["i"].to_list()]
+    medians = np.stack([np.median(vectors[rows], axis=0) for rows in rows_of])
+    track_kit = _kit_space(medians[:, APPEARANCE_LAYOUT["torso_lab"]], params)
+    track_weight = np.asarray([sample_weight[rows].sum() for rows in rows_of])
+    heights = stature(tracks)
+    for tid, median in zip(track_ids, medians, strict=True):
+        infos[int(tid)].features = {"look": _look(median, params)}
+        if int(tid) in heights:
+            infos[int(tid)].features["stature"] = np.array([heights[int(tid)]])
+    centres = team_centres(track_kit, track_weight, params)
+    team_of, confidence = vote_teams(ids, sample_kit, sample_weight, centres, params)
+
+    outliers = [int(t) for t in track_ids if team_of[int(t)] is None]
+    extra: list[Identity] = []
+    if outliers:
+        index = {int(t): i for i, t in enumerate(track_ids)}
+        labels = flat_groups(track_kit[[index[t] for t in outliers]], params.kit_distance)
+        groups = [
+            [t for t, g in zip(outliers, labels, strict=True) if g == k] for k in range(labels.max() + 1)
+        ]
+        mass = [float(track_weight[[index[t] for t in group]].sum()) for group in groups]
+        # The referee is near play, so on screen most: the heaviest outlier kit. Other outlier kits
+        # are goalkeepers when one team is clearly nearer them, else "other".
+        order = sorted(range(len(groups)), key=lambda k: -mass[k])
+        for rank, k in enumerate(order):
+            side = None
+            if rank > 0 and len(centres) == 2:
+                side = keeper_side(tracks, groups[k], team_of, params)
+            if side is not None:
+                for t in groups[k]:
+                    team_of[t], confidence[t] = side, 0.5
+                continue
+            for members in merge_fragments(infos, groups[k], params):
+                extra.append(Identity("referee" if rank == 0 else "other", members, confidence=0.5))
+    identities: list[Identity] = []
+    for team in centres:
+        for members in merge_fragments(infos, [t for t, k in team_of.items() if k == team], params):
+            conf = float(np.mean([confidence[t] for t in members]))
+            identities.append(Identity("player", members, team=team, confidence=conf))
+    return attach_tiny(identities + extra, sorted(tiny, key=lambda t: infos[t].start), infos, params)
