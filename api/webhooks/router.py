@@ -134,6 +134,26 @@ def list_webhook_deliveries(
     )
 
 
+@router.post(
+    "/{id}/deliveries/{deliveryId}/redeliver",
+    response_model=WebhookDeliveryLog,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Send a delivery again",
+    operation_id="redeliverWebhook",
+    responses=error_responses(400, 404),
+)
+def redeliver_webhook(
+    id: EndpointId,
+    delivery_id: Annotated[
+        str, Path(alias="deliveryId", description="The delivery's id **Format:** ObjectId.", max_length=64)
+    ],
+    principal: PrincipalDep,
+    session: WriteSessionDep,
+) -> WebhookDeliveryLog:
+    """Queue one more attempt of a delivery, due now (also for a delivered or dead one)."""
+    return service.redeliver(session, tenant_id=principal.tenant_id, endpoint_id=id, delivery_id=delivery_id)
+
+
 # --- what the endpoints receive, for the OpenAPI document's "webhooks" section ---------------------
 
 webhooks = APIRouter()

@@ -31,6 +31,7 @@ from storage.models import (
     RunStatus,
     WebhookDelivery,
     WebhookSubscription,
+    utc_now,
 )
 from storage.models import (
     WebhookDeliveryAttempt as AttemptRow,
@@ -135,6 +136,27 @@ def list_deliveries(
         .limit(limit)
     ).all()
     return [_log(row, attempts) for row, attempts in zip(rows, _attempts(session, rows), strict=True)]
+
+
+def redeliver(session: Session, *, tenant_id: str, endpoint_id: str, delivery_id: str) -> WebhookDeliveryLog:
+    """One more attempt of a delivery, due now (a delivered or dead one is sent once more, with the
+    same ``webhook-id``, so a receiver that dedupes on it sees a duplicate)."""
+    subscription = get_endpoint(session, tenant_id=tenant_id, endpoint_id=endpoint_id)
+    if not is_object_id(delivery_id):
+        raise BadRequest(f"delivery id {delivery_id!r} is not an ObjectId (24 hexadecimal characters)")
+    delivery = session.exec(
+        select(WebhookDelivery).where(
+            WebhookDelivery.id == delivery_id.lower(), WebhookDelivery.subscription_id == subscription.id
+        )
+    ).first()
+    if delivery is None:
+        raise NotFound(f"delivery {delivery_id} not found")
+    if delivery.status in (DeliveryStatus.delivered, DeliveryStatus.dead):
+        delivery.status = DeliveryStatus.pending
+    delivery.next_attempt_at = utc_now()
+    session.add(delivery)
+    session.commit()
+    return _log(delivery, _attempts(session, [delivery])[0])
 
 
 def _attempts(session: Session, rows: Sequence[WebhookDelivery]) -> list[list[AttemptRow]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import time
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from infra.settings import Settings
 from storage import repo
 from storage.artifacts import ArtifactStore, RunRef
 from storage.db import session_scope
-from storage.models import Run, RunStatus
+from storage.models import DeliveryStatus, Run, RunStatus, WebhookDelivery
 from tests.fixtures.api import ApiServer, ReceivedWebhook, WebhookReceiver, sqlite_only
 
 S = RunStatus
@@ -68,6 +69,20 @@ def in_order(hooks: list[ReceivedWebhook]) -> list[ReceivedWebhook]:
     """Deliveries in the order of their status changes: the dispatcher sends due deliveries
     concurrently, so receivers order them by ``timestamp`` (ties: in the order statuses follow)."""
     return sorted(hooks, key=lambda hook: (hook.json()["timestamp"], ALL.index(hook.json()["status"])))
+
+
+def settled(
+    client: httpx.Client, log_path: str, params: dict[str, Any] | None = None, timeout_s: float = 10.0
+) -> list[dict[str, Any]]:
+    """The delivery log once every attempt is recorded (a receiver has a request a moment before
+    the dispatcher writes down its answer)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log: list[dict[str, Any]] = client.get(log_path, params=params).json()
+        done = all(d["deliveryStatus"] in ("delivered", "dead") for d in log)
+        if done or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
 
 
 def verify_both_ways(hook: ReceivedWebhook, secret: str = SECRET) -> None:
@@ -314,7 +329,7 @@ def test_the_delivery_log_shows_every_attempt_newest_delivery_first(
     webhook_receiver.wait_for(5)
 
     base = f"/v1/webhooks/{created['_id']}/deliveries"
-    log = api_client.get(base, params={"breakdownRunId": run.id}).json()
+    log = settled(api_client, base, {"breakdownRunId": run.id})
     assert [(d["status"], d["deliveryStatus"], d["attempts"]) for d in log] == [
         ("failed", "delivered", 1),
         ("processing", "delivered", 3),
@@ -339,3 +354,51 @@ def test_the_delivery_log_shows_every_attempt_newest_delivery_first(
     assert errors_of(api_client.get(base, params={"limit": 0})) == (422, "validation_error")
     assert errors_of(api_client.get(base, params={"skip": -1})) == (422, "validation_error")
     assert errors_of(api_client.get(base, params={"breakdownRunId": "nope"})) == (400, "bad_request")
+
+
+def test_a_delivery_can_be_sent_again_on_request(
+    api_client: httpx.Client, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    created = register(api_client, webhook_receiver.url, secret=SECRET, statuses=["processing"])
+    run = start_run(api_client, engine)
+    move(engine, run, S.processing)
+    [first] = webhook_receiver.wait_for(1)
+    base = f"/v1/webhooks/{created['_id']}/deliveries"
+    [delivery] = settled(api_client, base)
+    again = api_client.post(f"{base}/{delivery['_id']}/redeliver")
+    assert again.status_code == 202 and again.json()["deliveryStatus"] == "pending"
+    second = webhook_receiver.wait_for(2)[1]
+    verify_both_ways(second)
+    assert second.headers["webhook-id"] == first.headers["webhook-id"] == delivery["_id"]
+    assert second.json() == first.json()  # the same status change, the same timestamp
+    assert errors_of(api_client.post(f"{base}/{'0' * 24}/redeliver")) == (404, "not_found")
+    assert errors_of(api_client.post(f"{base}/nope/redeliver")) == (400, "bad_request")
+
+
+@sqlite_only
+def test_removing_an_endpoint_drops_the_retries_it_still_had(
+    api_client: httpx.Client, engine: Engine, webhook_receiver: WebhookReceiver
+) -> None:
+    created = register(api_client, webhook_receiver.url, secret=SECRET, statuses=["processing"])
+    webhook_receiver.answer(503, headers={"Retry-After": "1"})  # the retry is due a second later
+    run = start_run(api_client, engine)
+    move(engine, run, S.processing)
+    webhook_receiver.wait_for(1)
+    assert api_client.delete(f"/v1/webhooks/{created['_id']}").status_code == 204
+    with pytest.raises(AssertionError):
+        webhook_receiver.wait_for(2, timeout=2.0)
+    with session_scope(engine) as session:
+        [delivery] = session.exec(select(WebhookDelivery).where(WebhookDelivery.run_id == run.id)).all()
+        assert delivery.status == DeliveryStatus.dead and delivery.attempts == 2
+        assert delivery.last_error == "the subscription was removed or deactivated"
+
+
+@sqlite_only
+def test_a_tenant_has_at_most_twenty_endpoints(api_client: httpx.Client) -> None:
+    ids = [register(api_client, f"https://hooks.example.com/{n}")["_id"] for n in range(20)]
+    assert errors_of(api_client.post("/v1/webhooks", json={"url": "https://hooks.example.com/x"})) == (
+        409,
+        "conflict",
+    )
+    assert api_client.delete(f"/v1/webhooks/{ids[0]}").status_code == 204  # room for one more
+    register(api_client, "https://hooks.example.com/x")
