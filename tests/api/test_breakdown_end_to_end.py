@@ -70,10 +70,14 @@ def footage(api_settings: Settings, clips: list[SynthClip], folder: str) -> list
     return videos
 
 
-def start_breakdown(client: httpx.Client, videos: list[dict[str, str]], title: str) -> dict[str, Any]:
+def register_event(client: httpx.Client, videos: list[dict[str, str]], title: str) -> str:
     event = client.post("/v1/events", json={"sport": "soccer", "title": title, "videos": videos})
     assert event.status_code == 201, event.text
-    run = client.post(f"/v1/events/{event.json()['_id']}/breakdown-runs", json={"mode": "ai"})
+    return str(event.json()["_id"])
+
+
+def start_run(client: httpx.Client, event_id: str) -> dict[str, Any]:
+    run = client.post(f"/v1/events/{event_id}/breakdown-runs", json={"mode": "ai"})
     assert run.status_code == 201, run.text
     created: dict[str, Any] = run.json()
     assert created["status"] == "queued" and created["fileUrl"] is None
@@ -124,7 +128,7 @@ def test_a_jwt_client_follows_a_two_angle_breakdown_by_webhook_to_its_file(
         endpoint = client.post("/v1/webhooks", json={"url": f"{webhook_receiver.url}/filmroom"})
         assert endpoint.status_code == 201, endpoint.text
         secret = endpoint.json()["secret"]
-        run = start_breakdown(client, videos, "Derby")
+        run = start_run(client, register_event(client, videos, "Derby"))
         final = wait_until_finished(client, run)
         assert final["status"] == "file_ready", final
         assert final["errors"] == [] and final["fileUrl"] is not None
@@ -166,7 +170,7 @@ def test_a_jwt_client_follows_a_two_angle_breakdown_by_webhook_to_its_file(
         webhook_receiver.wait_for(5, timeout=1.0)
 
 
-def test_two_angles_out_of_sync_fail_with_not_synchronized_camera_angles(
+def test_bad_footage_fails_with_the_documents_error_codes_on_the_run_and_in_the_webhook(
     api_settings: Settings,
     api_server_factory: ApiServerFactory,
     engine: Engine,
@@ -174,31 +178,38 @@ def test_two_angles_out_of_sync_fail_with_not_synchronized_camera_angles(
     flow_server: subprocess.Popen[bytes],  # noqa: F811
     webhook_receiver: WebhookReceiver,
     offset_angle_game: list[SynthClip],
+    two_angle_game: list[SynthClip],
 ) -> None:
     server, token = stack(api_settings, api_server_factory, prefect_server, engine)
-    videos = footage(api_settings, offset_angle_game, "offset")
     with server.client(token) as client:
         endpoint = client.post(
             "/v1/webhooks", json={"url": webhook_receiver.url, "statuses": ["failed", "file_ready"]}
         )
         assert endpoint.status_code == 201, endpoint.text
-        run = start_breakdown(client, videos, "Out of sync")
-        final = wait_until_finished(client, run)
-        assert final["status"] == "failed" and final["fileUrl"] is None
-        [error] = final["errors"]
-        assert error["code"] == "not_synchronized_camera_angles"
-        assert "reverse" in error["message"]
-
-        [hook] = webhook_receiver.wait_for(1, timeout=30)
-        body = verified(hook, endpoint.json()["secret"])
-        assert body == {
-            "eventId": run["eventId"],
-            "breakdownRunId": run["_id"],
-            "status": "failed",
-            "timestamp": epoch_ms(final["modified$date"]),  # the failure was the run's last change
-            "errorCode": "not_synchronized_camera_angles",
-            "errorMessage": error["message"],
-        }
-        job = client.get(f"/v1/jobs/{run['jobId']}").json()
-        assert job["status"] == "failed"
-        assert [e["code"] for e in job["errors"]] == ["not_synchronized_camera_angles"]
+        # two angles out of sync: the second starts 1.5 s later in match time
+        out_of_sync = register_event(client, footage(api_settings, offset_angle_game, "offset"), "Offset")
+        # an angle whose file disappears between the event's registration and its processing
+        videos = footage(api_settings, two_angle_game, "vanishing")
+        vanishing = register_event(client, videos, "Vanishing")
+        Path(videos[1]["url"]).unlink()
+        cases = [
+            (start_run(client, out_of_sync), "not_synchronized_camera_angles"),
+            (start_run(client, vanishing), "missing_videos"),
+        ]
+        hooks = {hook.json()["breakdownRunId"]: hook for hook in webhook_receiver.wait_for(2, timeout=240)}
+        for run, code in cases:
+            final = wait_until_finished(client, run)
+            assert final["status"] == "failed" and final["fileUrl"] is None, final
+            [error] = final["errors"]
+            assert error["code"] == code and "reverse" in error["message"], error
+            body = verified(hooks[run["_id"]], endpoint.json()["secret"])
+            assert body == {
+                "eventId": run["eventId"],
+                "breakdownRunId": run["_id"],
+                "status": "failed",
+                "timestamp": epoch_ms(final["modified$date"]),  # the failure was the run's last change
+                "errorCode": code,
+                "errorMessage": error["message"],
+            }
+            job = client.get(f"/v1/jobs/{run['jobId']}").json()
+            assert job["status"] == "failed" and [e["code"] for e in job["errors"]] == [code]
