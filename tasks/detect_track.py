@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import av
 import cv2
@@ -22,8 +22,10 @@ from pydantic import BaseModel, Field
 
 from storage.artifacts import ArtifactRef, RunRef
 from tasks.common import retry_transient, store
+from tasks.decoding import FrameGrid, decode_wanted
 from tasks.detector import FrameBoxes, detect_batch, load_model
 from tasks.ingest import Chunk
+from tasks.tracker import make_tracker
 
 
 class DetectParams(BaseModel):
@@ -36,6 +38,11 @@ class DetectParams(BaseModel):
     analysis_fps: float = 5.0
     batch: int = 8
     tracker: str = "botsort"  # with global motion compensation: broadcast cameras pan
+    association: Literal["motion", "iou"] = Field(
+        default="motion",
+        description="BoT-SORT's association cost: 'motion' = centre distance to the Kalman prediction with "
+        "a kit-colour veto (tasks/tracker.py), 'iou' = ultralytics' stock IoU/ReID cost.",
+    )
     track_buffer_s: float = 5.0
     box_buffer: float = Field(
         default=2.5,
@@ -50,8 +57,12 @@ class DetectParams(BaseModel):
         description="BoT-SORT: also match on kit colour (CIELAB of shirt and shorts) as the ReID feature.",
     )
     tracker_options: dict[str, float | str | bool] = Field(
-        # measured on the quality set (bench/tracking_quality.py): lenient matching of buffered boxes
-        default_factory=lambda: dict[str, float | str | bool](match_thresh=0.95, new_track_thresh=0.5),
+        # measured on the quality set (bench/tracking_quality.py): tracks start and are matched first on
+        # confident boxes only (0.4/0.6); boxes between conf and 0.4 extend existing tracks (ByteTrack's
+        # second stage); match_thresh bounds the association cost (tasks/tracker.py)
+        default_factory=lambda: dict[str, float | str | bool](
+            match_thresh=0.95, track_high_thresh=0.4, new_track_thresh=0.6
+        ),
         description="Overrides of the ultralytics tracker YAML (e.g. match_thresh).",
     )
 
@@ -100,64 +111,40 @@ def model_size(width: int, height: int, imgsz: int) -> tuple[int, int]:
 
 
 def sample_frames(chunk: Chunk, analysis_fps: float, imgsz: int, stats: ChunkStats) -> Iterator[SampledFrame]:
-    """Decode ``[chunk.start_s, chunk.decode_end_s)`` and yield the frames on the sampling grid."""
+    """Decode ``[chunk.start_s, chunk.decode_end_s)`` and yield the frames on the sampling grid.
+
+    Frames off the grid that no other frame refers to are not decoded at all (:mod:`tasks.decoding`).
+    """
     with av.open(chunk.path) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.thread_count = 1
-        tb = float(stream.time_base or 0)
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        origin = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-        stride = frame_stride(fps, analysis_fps)
+        grid = FrameGrid.of(stream)
+        stride = frame_stride(grid.fps, analysis_fps)
         width, height = model_size(stream.codec_context.width, stream.codec_context.height, imgsz)
         scale = stream.codec_context.width / width
-        if chunk.start_s > origin:
-            container.seek(int(chunk.start_s / tb), stream=stream, backward=True)
-        half_frame = 0.5 / fps
+        if chunk.start_s > grid.origin:
+            container.seek(int(chunk.start_s / grid.time_base), stream=stream, backward=True)
+        half_frame = 0.5 / grid.fps
+        start, end = chunk.start_s - grid.origin - half_frame, chunk.decode_end_s - grid.origin - half_frame
+
+        def count(pts: int) -> None:
+            if start <= grid.time(pts) < end:
+                stats.decoded += 1
+
         started = time.perf_counter()
-        for frame in container.decode(stream):
-            if frame.pts is None:
+        for pts, frame in decode_wanted(container, stream, lambda i: i % stride == 0, grid, count):
+            t = grid.time(pts)
+            if t < start:
                 continue
-            t = float(frame.pts * tb)
-            if t < chunk.start_s - half_frame:
-                continue
-            if t >= chunk.decode_end_s - half_frame:
+            if t >= end:
                 break
-            stats.decoded += 1
-            index = round((t - origin) * fps)
+            index = grid.index(pts)
             if index % stride:
                 continue
             image = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
             stats.decode_s += time.perf_counter() - started
-            yield SampledFrame(index, t - origin, image, scale)
+            yield SampledFrame(index, t, image, scale)
             started = time.perf_counter()
         stats.decode_s += time.perf_counter() - started
-
-
-def make_tracker(
-    kind: str,
-    analysis_fps: float,
-    track_buffer_s: float,
-    options: dict[str, float | str | bool] | None = None,
-    appearance: bool = False,
-) -> Any:
-    """An ultralytics tracker configured from its own YAML, with the buffer expressed in seconds."""
-    from ultralytics.trackers.track import TRACKER_MAP
-    from ultralytics.utils import YAML, IterableSimpleNamespace
-    from ultralytics.utils.checks import check_yaml
-
-    cfg = IterableSimpleNamespace(**YAML.load(check_yaml(f"{kind}.yaml")))
-    # A ReID network would need a download: the "auto" encoder takes the features we pass instead.
-    cfg.with_reid = bool(appearance) and kind == "botsort"
-    cfg.model = "auto"
-    # The trackers keep a lost track for track_buffer analysed frames.
-    cfg.track_buffer = max(1, round(track_buffer_s * analysis_fps))
-    if hasattr(cfg, "gmc_method"):
-        cfg.gmc_method = "sparseOptFlow"  # camera pans: compensate global motion for BoT-SORT
-    for key, value in (options or {}).items():
-        setattr(cfg, key, value)
-    tracker_class: Any = TRACKER_MAP[kind]
-    return tracker_class(args=cfg)
 
 
 class _TrackerInput:
@@ -188,7 +175,12 @@ def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame
     """Detections with chunk-local track ids for every sampled frame of ``chunk`` (pure but for decoding)."""
     model = load_model(params.weights, params.threads)
     tracker = make_tracker(
-        params.tracker, params.analysis_fps, params.track_buffer_s, params.tracker_options, params.appearance
+        params.tracker,
+        params.analysis_fps,
+        params.track_buffer_s,
+        params.tracker_options,
+        params.appearance,
+        params.association,
     )
     use_features = params.appearance and params.tracker == "botsort"
     stats = ChunkStats()

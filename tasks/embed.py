@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from storage.artifacts import ArtifactRef, RunRef
 from storage.schemas import polars_schema, validate_table
 from tasks.common import retry_transient, store
+from tasks.decoding import FrameGrid, decode_wanted
 from tasks.ingest import Chunk
 
 # --- appearance vector layout --------------------------------------------------------------------
@@ -280,29 +281,26 @@ def iter_frames(
     """Decode ``path`` once, in order, and yield ``(frame index, BGR/RGB array)`` for the wanted frames.
 
     Frame indices follow detect_track's convention: ``round((pts_time - stream start) * fps)``.
-    Decoding seeks to the keyframe before ``start_s`` and stops after the last wanted frame.
+    Decoding seeks to the keyframe before ``start_s``, stops after the last wanted frame, and skips
+    the unwanted frames no other frame refers to (:mod:`tasks.decoding`).
     """
     wanted = sorted(set(frames))
     if not wanted:
         return
+    wanted_set = set(wanted)
     with av.open(path) as container:
         stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1  # one core per Dask worker; frame threads gain nothing here
         if fast:
             # Skipping H.264's deblocking filter cuts decoding by ~30 %, at the price of blockier
             # colours in small boxes (see EmbedParams.fast_decode).
             stream.codec_context.options = {"skip_loop_filter": "all"}
-        tb = float(stream.time_base or 0)
-        fps = float(stream.average_rate or stream.guessed_rate or 25)
-        origin = float(stream.start_time * tb) if stream.start_time is not None else 0.0
-        if start_s > 0 and tb:
-            container.seek(int((start_s + origin) / tb), stream=stream, backward=True)
+        grid = FrameGrid.of(stream)
+        if start_s > 0 and grid.time_base:
+            container.seek(int((start_s + grid.origin) / grid.time_base), stream=stream, backward=True)
         want = iter(wanted)
         target = next(want)
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                continue
-            index = round((float(frame.pts * tb) - origin) * fps)
+        for pts, frame in decode_wanted(container, stream, wanted_set.__contains__, grid):
+            index = grid.index(pts)
             while index > target:
                 target = next(want, -1)
                 if target < 0:
