@@ -1,5 +1,10 @@
 """Tracking quality on the synthetic quality set: MOTA, IDF1, HOTA per clip and overall,
-tracking each clip in one piece and in chunks stitched together.
+tracking each clip in one piece and in chunks stitched together, and of the identities built on them.
+
+Two levels (``tasks/quality.py``): *tracks* are detect_track + stitch's track ids (issue 3's targets);
+*identities* are what a breakdown reports — embed + cluster merge a player's track fragments, and
+every row is scored under its identity's id. Team accuracy is the share of player-frames (rows of
+real tracks that cover a ground-truth player) whose identity is in the right team (issue 4).
 
 Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2]
 """
@@ -7,6 +12,7 @@ Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2]
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,11 +21,14 @@ import numpy as np
 
 from tasks.detect_track import DetectParams
 from tasks.detector import ensure_offline
-from tasks.quality import render_set, score_clip
+from tasks.quality import ClipScores, render_set, score_clip
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scoring helpers live with the tests
+from tests.fixtures.identities import player_count, team_accuracy
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--chunk", type=float, default=6.0, help="chunk length (s) for the chunked run")
     parser.add_argument("--overlap", type=float, default=2.0)
     parser.add_argument("--fps", type=float, default=5.0)
@@ -30,8 +39,15 @@ def main() -> None:
         started = time.perf_counter()
         clips = render_set(Path(tmp))
         print(f"rendered {len(clips)} clips in {time.perf_counter() - started:.0f} s")
-        rows = [score_clip(c, params, args.chunk, args.overlap) for c in clips]
-    head = f"{'clip':18s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'recall':>6s} {'prec':>6s} {'IDSW':>5s} | "
+        rows = [score_clip(c, params, args.chunk, args.overlap, identities=True) for c in clips]
+    print_tracks(rows)
+    print_identities(rows)
+
+
+def print_tracks(rows: list[ClipScores]) -> None:
+    head = (
+        f"{'tracks':18s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'recall':>6s} {'prec':>6s} {'IDSW':>5s} | "
+    )
     print(head + f"{'chunks':>6s} {'IDF1 chunked':>12s} {'ΔIDF1':>7s}")
     for r in rows:
         w, c = r.whole, r.chunked
@@ -45,6 +61,24 @@ def main() -> None:
         f"{'overall (mean)':18s} {mean['mota']:6.3f} {mean['idf1']:6.3f} {mean['hota']:6.3f}"
         f"{'':22s}| {'':6s} {chunked:12.3f} {chunked - mean['idf1']:+7.3f}"
     )
+
+
+def print_identities(rows: list[ClipScores]) -> None:
+    head = f"\n{'identities':18s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'IDSW':>5s}"
+    print(head + f" | {'team acc':>8s} {'players':>9s}")
+    figures = []
+    for r in rows:
+        assert r.identity is not None
+        s = r.identity.scores
+        team = team_accuracy(r.identity.identities, r.identity.labelled)
+        found, true = player_count(r.identity.identities, r.identity.labelled)
+        figures.append((s.mota, s.idf1, s.hota, team))
+        print(
+            f"{r.name:18s} {s.mota:6.3f} {s.idf1:6.3f} {s.hota:6.3f} {s.id_switches:5d} | {team:8.3f} "
+            f"{found:4d} / {true:<3d}"
+        )
+    mota, idf1, hota, team = np.mean(figures, axis=0)
+    print(f"{'overall (mean)':18s} {mota:6.3f} {idf1:6.3f} {hota:6.3f} {'':5s} | {team:8.3f}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ class TrackingScores:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.size == 0 or b.size == 0:
         return np.zeros((a.shape[0], b.shape[0]))
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
@@ -60,7 +60,7 @@ def prepare(
         g_box = g.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)
         p_box = p.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)
         visible = g["visible_fraction"].to_numpy() >= min_visible
-        iou = _iou_matrix(g_box, p_box)
+        iou = iou_matrix(g_box, p_box)
         keep_pred = np.ones(len(p), dtype=bool)
         if (~visible).any() and len(p):
             # Match everything, then drop predictions whose match is an ignored person.

@@ -2,6 +2,11 @@
 
 Used by ``bench/tracking_quality.py`` (the figures in the closing notes) and by the tests (floors a
 little under those figures, so a regression fails).
+
+Two levels are scored: the *tracks* (detect_track + stitch: a player who leaves the picture, or is
+hidden long enough for the tracker to let go, comes back under a new track id) and the *identities*
+the product reports (embed + cluster merge a player's fragments; every track row takes its
+identity's id), with the same MOTA/IDF1/HOTA evaluator.
 """
 
 from __future__ import annotations
@@ -10,13 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+from scipy.optimize import linear_sum_assignment
 
 from infra.synth import GameSpec, SynthClip, render_game
 from infra.synth.spec import AngleSpec, CameraPreset
+from tasks.cluster import cluster_tracks
 from tasks.detect_track import DetectParams, detect_track_chunk
-from tasks.evaluate import TrackingScores, evaluate_tracks
+from tasks.embed import EmbedParams, embed_video
+from tasks.evaluate import TrackingScores, evaluate_tracks, iou_matrix
 from tasks.ingest import Chunk, plan_chunks, probe_video
-from tasks.stitch import stitch
+from tasks.stitch import stitch, tracks_table
 
 QUALITY_SET: tuple[GameSpec, ...] = (
     GameSpec(name="q-default", duration_s=20, seed=101),
@@ -52,11 +60,21 @@ QUALITY_SET: tuple[GameSpec, ...] = (
 
 
 @dataclass(frozen=True)
+class IdentityScores:
+    """The identities built on one-piece tracks: scores, and the tracks labelled with the truth."""
+
+    scores: TrackingScores
+    identities: pl.DataFrame
+    labelled: pl.DataFrame  # tracks + person_id, team, role (see label_tracks)
+
+
+@dataclass(frozen=True)
 class ClipScores:
     name: str
     whole: TrackingScores
     chunked: TrackingScores
     chunks: int
+    identity: IdentityScores | None = None
 
 
 def track_whole(video: Path, params: DetectParams) -> pl.DataFrame:
@@ -73,11 +91,74 @@ def track_chunked(
     return stitch(chunks, tables), len(chunks)
 
 
-def score_clip(clip: SynthClip, params: DetectParams, chunk_s: float, overlap_s: float) -> ClipScores:
+def identity_tracks(tracks: pl.DataFrame, identities: pl.DataFrame) -> pl.DataFrame:
+    """``tracks`` with every row's ``track_id`` replaced by its identity's id (null when it has none)."""
+    members = (
+        identities.select("identity_id", "track_ids")
+        .explode("track_ids")
+        .rename({"track_ids": "track_id"})
+        .drop_nulls("track_id")
+        .unique("track_id")
+    )
+    return (
+        tracks.join(members, on="track_id", how="left")
+        .with_columns(track_id=pl.col("identity_id").cast(pl.Int64))
+        .drop("identity_id")
+    )
+
+
+def identities_of(video: Path, detections: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(tracks table, identities) of tracked detections: the run's embed and cluster stages, unchanged."""
+    tracks = tracks_table(detections)
+    embeddings = embed_video(str(video), tracks, EmbedParams(), angle="main")
+    return tracks, cluster_tracks(embeddings, tracks, event_kind="game")
+
+
+def label_tracks(truth: pl.DataFrame, tracks: pl.DataFrame, min_iou: float = 0.5) -> pl.DataFrame:
+    """``tracks`` + the ``person_id``, ``team`` and ``role`` of the ground-truth box each row covers
+    (one-to-one per frame, IoU ≥ ``min_iou``; null for a false detection)."""
+    by_frame = truth.partition_by("frame", as_dict=True)
+    out = []
+    for (frame,), rows in tracks.partition_by("frame", as_dict=True, maintain_order=True).items():
+        gt = by_frame.get((frame,), truth.clear())
+        owner = _owners(gt, rows, min_iou)
+        out.append(
+            rows.with_columns(
+                pl.Series(name, [gt[name][g] if g >= 0 else None for g in owner], dtype=dtype)
+                for name, dtype in (("person_id", pl.Int32), ("team", pl.Utf8), ("role", pl.Utf8))
+            )
+        )
+    return pl.concat(out) if out else tracks
+
+
+def _owners(gt: pl.DataFrame, rows: pl.DataFrame, min_iou: float) -> list[int]:
+    """Per row, the index of the ground-truth box it is matched to, or -1."""
+    iou = iou_matrix(
+        gt.select("x1", "y1", "x2", "y2").to_numpy(), rows.select("x1", "y1", "x2", "y2").to_numpy()
+    )
+    owner = [-1] * len(rows)
+    if iou.size:
+        for g, p in zip(*linear_sum_assignment(-iou), strict=True):
+            if iou[g, p] >= min_iou:
+                owner[int(p)] = int(g)
+    return owner
+
+
+def score_clip(
+    clip: SynthClip, params: DetectParams, chunk_s: float, overlap_s: float, identities: bool = False
+) -> ClipScores:
+    """Tracks in one piece and chunked, against the truth; ``identities``: also the identities built
+    on the one-piece tracks."""
     truth = pl.read_parquet(clip.ground_truth_path)
-    whole = evaluate_tracks(truth, track_whole(clip.video_path, params))
+    detections = track_whole(clip.video_path, params)
+    whole = evaluate_tracks(truth, detections)
     chunked_tracks, count = track_chunked(clip.video_path, params, chunk_s, overlap_s)
-    return ClipScores(clip.video_path.stem, whole, evaluate_tracks(truth, chunked_tracks), count)
+    identity = None
+    if identities:
+        tracks, found = identities_of(clip.video_path, detections)
+        scores = evaluate_tracks(truth, identity_tracks(tracks, found))
+        identity = IdentityScores(scores, found, label_tracks(truth, tracks))
+    return ClipScores(clip.video_path.stem, whole, evaluate_tracks(truth, chunked_tracks), count, identity)
 
 
 def render_set(
