@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -17,13 +19,21 @@ import standardwebhooks
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from api.webhooks.dispatcher import Dispatcher
 from api.webhooks.signing import standard_webhooks_secret
 from infra.settings import Settings
 from storage import repo
 from storage.artifacts import ArtifactStore, RunRef
 from storage.db import session_scope
-from storage.models import DeliveryStatus, Run, RunStatus, WebhookDelivery
-from tests.fixtures.api import ApiServer, ReceivedWebhook, WebhookReceiver, sqlite_only
+from storage.models import DeliveryStatus, EventKind, Run, RunStatus, WebhookDelivery
+from tests.fixtures.api import (
+    ApiServer,
+    FakeResolver,
+    ReceivedWebhook,
+    WebhookReceiver,
+    sqlite_only,
+    tweak_settings,
+)
 
 S = RunStatus
 SECRET = "It's a Secret to Everybody"
@@ -402,3 +412,54 @@ def test_a_tenant_has_at_most_twenty_endpoints(api_client: httpx.Client) -> None
     )
     assert api_client.delete(f"/v1/webhooks/{ids[0]}").status_code == 204  # room for one more
     register(api_client, "https://hooks.example.com/x")
+
+
+# --- the dispatcher on its own (httpx.MockTransport) -----------------------------------------------
+
+
+@sqlite_only
+def test_file_url_is_made_again_for_every_attempt(api_settings: Settings, engine: Engine) -> None:
+    """A retried file_ready delivery never carries the first attempt's (maybe expired) link."""
+    sent: list[dict[str, Any]] = []
+    links = iter(["https://files.example.com/1", "https://files.example.com/2"])
+    asked: list[str] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(500 if len(sent) == 1 else 204)
+
+    def file_link(snapshot: Mapping[str, Any]) -> str:
+        asked.append(snapshot["run_id"])
+        return next(links)
+
+    with session_scope(engine) as session:
+        repo.create_tenant(session, tenant_id="acme", name="Acme")
+        event = repo.create_event(
+            session, tenant_id="acme", kind=EventKind.game, sport="soccer", title="t",
+            sources=[{"angle": "main", "uri": "https://cdn.example.com/a.mp4"}],
+        )  # fmt: skip
+        run = repo.create_run(session, tenant_id="acme", event_id=event.id).run
+        repo.create_webhook_subscription(
+            session, tenant_id="acme", url="https://hooks.example.com/h", events=["file_ready"], secret=SECRET
+        )
+        for status in (S.processing, S.completed, S.file_ready):
+            repo.transition_run(session, run_id=run.id, status=status)
+    dispatcher = Dispatcher(
+        tweak_settings(api_settings, webhooks={"time_scale": 0.00001}),
+        engine=engine,
+        client=httpx.Client(transport=httpx.MockTransport(receiver)),
+        resolve=FakeResolver(),
+        file_link=file_link,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while len(sent) < 2 and time.monotonic() < deadline:
+            dispatcher.run_once()
+    finally:
+        dispatcher.stop()
+    assert [body["fileUrl"] for body in sent] == [
+        "https://files.example.com/1",
+        "https://files.example.com/2",
+    ]
+    assert asked == [run.id, run.id]
+    assert sent[0]["timestamp"] == sent[1]["timestamp"]  # the status change's time, not the attempt's
