@@ -211,12 +211,17 @@ def _mapped(
     progress: _Progress,
     episode: bool = False,
 ) -> None:
-    """One task run per chunk on Dask; parts of an earlier attempt with the same key are reused."""
+    """One task run per chunk on Dask; parts of an earlier attempt with the same key are reused.
+
+    The key is recorded before any chunk runs, so an attempt that died halfway (killed flow, lost
+    worker) leaves parts a re-run can trust: each part is written atomically, so one that exists is whole.
+    """
     artifacts = store()
     table = "detections" if stage is Stage.detect_track else "embeddings"
     key = stage_key(stage, [c.model_dump() for c in chunks], params.model_dump())
     if artifacts.read_manifest(ref).stage_keys.get(stage.value) != key:
         artifacts.delete_parts(ref, table)
+        artifacts.update_manifest(ref, stage_keys={stage.value: key})
     if stage is Stage.detect_track:
         task: Any = episode_track_task if episode else detect_track_task
         task_params: Any = EpisodeTrackParams() if episode else params
@@ -226,7 +231,6 @@ def _mapped(
     for finished, future in enumerate(futures, start=1):
         future.result()
         progress(stage, finished / len(futures))
-    artifacts.update_manifest(ref, stage_keys={stage.value: key})
 
 
 def _report(run_id: str, refs: list[Any], screentime_paths: list[str], breakdown: str) -> None:

@@ -7,11 +7,13 @@ types* (not names, which change between releases) are only read to settle runs n
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from prefect.client.schemas.objects import StateType
+from prefect.states import Crashed
 from sqlmodel import col
 
 from infra import errors
@@ -92,6 +94,13 @@ async def reconcile_once(client: Any, stale_after: timedelta) -> dict[str, str]:
         except Exception:  # the flow run was deleted or Prefect pruned it
             state_type = None
         outcome[run_id] = settle(run_id, state_type, now - updated_at, stale_after)
+        if outcome[run_id] == "stale" and state_type is not None:
+            # Nobody else will end it: the Prefect UI should not show a dead flow as running forever.
+            # The run is settled either way; Prefect may be briefly unreachable.
+            with contextlib.suppress(Exception):
+                await client.set_flow_run_state(
+                    flow_run_id, Crashed(message="filmroom's reconciler: no sign of life"), force=True
+                )
     return outcome
 
 

@@ -9,8 +9,10 @@ import polars as pl
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from flows.reprocess import current_versions
 from infra.settings import get_settings
 from infra.synth import DamageKind, SynthClip
+from infra.version import code_version
 from storage.artifacts import ArtifactStore
 from storage.db import init_db, session_scope
 from storage.models import EventKind, JobType, RunStatus
@@ -63,6 +65,8 @@ def test_a_run_goes_through_the_flow_and_leaves_its_artifacts(
         run = get_run_by_id(session, run_id=run_id)
     assert run is not None and run.status == RunStatus.file_ready, run.errors if run else None
     assert run.flow_run_id
+    # the versions the nightly reprocessing flow compares with today's
+    assert (run.code_version, run.model_version) == (code_version(), current_versions().model)
     store = ArtifactStore.from_settings()
     ref = store.list_runs(tenant="acme")[0]
     tracks = pl.from_arrow(store.read_table(ref, "tracks"))
