@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
 
 from storage.models import RunStatus
 from storage.repo import iso_utc
@@ -104,12 +105,12 @@ class WebhookDeliveryLog(BaseModel):
 class BreakdownRunWebhook(BaseModel):
     """The body POSTed on a status change: breakdown-runs-api.md's "Webhook Payload", field for field.
 
-    Optional fields are left out, never sent as null.
+    Optional fields are left out, never sent as null (the schema says so: they are not nullable).
     """
 
     eventId: str = Field(description="Event of the run.")
     breakdownRunId: str = Field(description="The breakdown run's id.")
-    fileUrl: str | None = Field(
+    fileUrl: str | SkipJsonSchema[None] = Field(
         default=None,
         description="Short-lived download link of the breakdown file; only with status file_ready "
         "(made when the attempt is sent, so it is fresh on every retry).",
@@ -118,7 +119,9 @@ class BreakdownRunWebhook(BaseModel):
     timestamp: int = Field(
         description="When the run moved to that status: milliseconds since the Unix epoch."
     )
-    errorCode: str | None = Field(default=None, description="Only on failed / file_failed: the error code.")
-    errorMessage: str | None = Field(
+    errorCode: str | SkipJsonSchema[None] = Field(
+        default=None, description="Only on failed / file_failed: the error code."
+    )
+    errorMessage: str | SkipJsonSchema[None] = Field(
         default=None, description="Only on failed / file_failed: what went wrong."
     )
