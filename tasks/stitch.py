@@ -3,7 +3,11 @@
 Chunk k decodes ``[start_k, end_k + overlap)`` and chunk k+1 starts at ``end_k``, so both tracked the
 frames in ``[end_k, end_k + overlap)``. A track of chunk k and a track of chunk k+1 that cover the same
 boxes there (mean IoU over their shared frames, assigned one-to-one with the Hungarian method) are the
-same person and get one global id. Every frame then keeps only the rows of the chunk that owns it.
+same person and get one global id. Every frame then keeps only the rows of the chunk that owns it:
+chunk k owns ``[decode_end_(k-1), decode_end_k)``, so the overlap goes to the chunk whose tracker has
+been running for a while, not to the one that has just started (a cold tracker starts its tracks a
+frame late and only on confident boxes): on the quality set, 6 s chunks, chunked minus one-piece
+IDF1 -0.019 -> -0.008.
 """
 
 from __future__ import annotations
@@ -93,8 +97,11 @@ def stitch(chunks: list[Chunk], per_chunk: list[pl.DataFrame]) -> pl.DataFrame:
                 else:
                     global_of[local] = next_id
                     next_id += 1
+            # A chunk's tracker is warm at the end of its window, cold at its start: the frames of the
+            # overlap belong to the chunk before (the one after only uses them to match its tracks).
+            own_from = previous[0].decode_end_s if previous is not None else chunk.start_s
             owned = frame.filter(
-                (pl.col("time_s") >= chunk.start_s - 1e-6) & (pl.col("time_s") < chunk.end_s - 1e-6)
+                (pl.col("time_s") >= own_from - 1e-6) & (pl.col("time_s") < chunk.decode_end_s - 1e-6)
             )
             mapping = pl.DataFrame(
                 {"local_track_id": list(global_of), "track_id": list(global_of.values())},

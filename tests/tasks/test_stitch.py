@@ -31,7 +31,8 @@ def _rows(chunk: int, local: int | None, frames: range, x: float, dx: float = 4.
 
 
 def _chunks() -> list[Chunk]:
-    # chunk 0 owns [0, 10) s and decodes to 12 s; chunk 1 owns [10, 20) s.
+    # chunk 0 covers [0, 10) s and decodes to 12 s; chunk 1 covers [10, 20) s. The overlap [10, 12) s
+    # belongs to chunk 0, whose tracker is warm there (chunk 1's has just started).
     return [
         Chunk(index=0, angle="main", path="x", start_s=0.0, end_s=10.0, decode_end_s=12.0),
         Chunk(index=1, angle="main", path="x", start_s=10.0, end_s=20.0, decode_end_s=20.0),
@@ -59,8 +60,8 @@ def test_every_frame_is_owned_by_exactly_one_chunk() -> None:
     second = pl.DataFrame(_rows(1, 1, range(50, 100), 0), schema=DETECTION_COLUMNS)
     out = stitch(_chunks(), [first, second])
     assert out["frame"].to_list() == list(range(100))
-    assert out.filter(pl.col("frame") < 50)["chunk"].unique().to_list() == [0]
-    assert out.filter(pl.col("frame") >= 50)["chunk"].unique().to_list() == [1]
+    assert out.filter(pl.col("frame") < 60)["chunk"].unique().to_list() == [0]
+    assert out.filter(pl.col("frame") >= 60)["chunk"].unique().to_list() == [1]
 
 
 def test_a_person_who_appears_after_the_overlap_gets_a_new_id() -> None:
