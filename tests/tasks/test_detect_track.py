@@ -19,9 +19,10 @@ from tasks.quality import track_chunked, track_whole
 
 PARAMS = DetectParams(analysis_fps=5.0)
 
-# Floors a little under what bench/tracking_quality.py measures on these test clips (see the README).
-MIN_MOTA = 0.80
-MIN_IDF1 = 0.80
+# Floors a little under what this clip measures (MOTA 0.93, IDF1 0.959, chunked IDF1 0.959 with
+# tasks/tracker.py's association; bench/tracking_quality.py measures the 20 s quality set).
+MIN_MOTA = 0.90
+MIN_IDF1 = 0.93
 MAX_CHUNKED_IDF1_DROP = (
     0.06  # one ID switch costs ~0.05 IDF1 on this 15-frame clip; bench/ measures 20 s clips
 )
