@@ -127,12 +127,35 @@ def breakdown_run_body(
 @dataclass(frozen=True)
 class _Claimed:
     id: str
+    subscription_id: str
+    run_id: str
     attempts: int
     event_type: str
     payload: dict[str, Any]
     url: str | None
     secret: str | None
     active: bool
+
+
+STATUS_RANK = {status.value: rank for rank, status in enumerate(RunStatus)}
+
+
+def in_sequence(claimed: list[_Claimed]) -> list[list[_Claimed]]:
+    """Claimed deliveries grouped per (subscription, run), each group in the order of its run's status
+    changes: groups are sent concurrently, a group's deliveries one after the other. So one endpoint
+    gets a run's changes in order when they are sent together (a run moving faster than the poll
+    interval); a retried delivery can still arrive after a later one, which receivers see from
+    ``timestamp`` (or ``updated_at``)."""
+    groups: dict[tuple[str, str], list[_Claimed]] = {}
+    for item in claimed:
+        groups.setdefault((item.subscription_id, item.run_id), []).append(item)
+
+    def changed_at(item: _Claimed) -> tuple[str, int, str]:
+        # ISO times of one format compare as strings; same millisecond: the statuses' natural order
+        status = str(item.payload.get("status", ""))
+        return str(item.payload.get("occurred_at", "")), STATUS_RANK.get(status, 0), item.id
+
+    return [sorted(group, key=changed_at) for group in groups.values()]
 
 
 @dataclass(frozen=True)
@@ -237,6 +260,8 @@ class Dispatcher:
                 claimed.append(
                     _Claimed(
                         id=delivery.id,
+                        subscription_id=delivery.subscription_id,
+                        run_id=delivery.run_id,
                         attempts=delivery.attempts,
                         event_type=delivery.event_type,
                         payload=dict(delivery.payload),
@@ -250,12 +275,17 @@ class Dispatcher:
     def run_once(self) -> int:
         """Send every delivery due now (up to a batch); how many attempts were made."""
         claimed = self._claim(limit=4 * self.config.concurrency)
-        if len(claimed) <= 1:
-            for item in claimed:
-                self._deliver(item)
+        sequences = in_sequence(claimed)
+        if len(sequences) <= 1:
+            for sequence in sequences:
+                self._deliver_all(sequence)
         else:
-            list(self._pool.map(self._deliver, claimed))
+            list(self._pool.map(self._deliver_all, sequences))
         return len(claimed)
+
+    def _deliver_all(self, sequence: list[_Claimed]) -> None:
+        for item in sequence:
+            self._deliver(item)
 
     def _deliver(self, item: _Claimed) -> None:
         started = time.monotonic()

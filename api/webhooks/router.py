@@ -12,6 +12,8 @@ What an endpoint receives, for every run of its tenant (whichever API started it
   the same on every retry, so receivers can order deliveries that arrive out of order) and, only with
   ``failed`` / ``file_failed``, ``errorCode`` and ``errorMessage`` (the run's latest error). Optional
   fields are left out, never null.
+* in order per endpoint and run when sent together (a run moving faster than the dispatcher polls);
+  a delivery that had to be retried can arrive after a later one: order by ``timestamp``.
 * signed with the endpoint's secret: ``X-Hub-Signature-256`` (GitHub's algorithm) and the Standard
   Webhooks headers (``webhook-id`` = the delivery id, the same on every retry); retried from the outbox
   1, 5, 25, 125 and 625 minutes after a failed attempt, honouring ``Retry-After`` (``api.webhooks``).

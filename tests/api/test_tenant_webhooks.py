@@ -463,3 +463,44 @@ def test_file_url_is_made_again_for_every_attempt(api_settings: Settings, engine
     ]
     assert asked == [run.id, run.id]
     assert sent[0]["timestamp"] == sent[1]["timestamp"]  # the status change's time, not the attempt's
+
+
+@sqlite_only
+def test_changes_sent_together_reach_an_endpoint_in_order(api_settings: Settings, engine: Engine) -> None:
+    """A run that moves faster than the dispatcher polls: its deliveries are claimed in one batch and
+    still arrive in the order of the changes (batches are sent concurrently across endpoints only)."""
+    arrived: list[tuple[str, str]] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        status = json.loads(request.content)["status"]
+        time.sleep(0.2 if status == "queued" else 0.0)  # a slow first answer: concurrent sends overtake it
+        arrived.append((request.url.path, status))
+        return httpx.Response(200)
+
+    with session_scope(engine) as session:
+        repo.create_tenant(session, tenant_id="acme", name="Acme")
+        for path in ("/a", "/b"):
+            repo.create_webhook_subscription(
+                session, tenant_id="acme", url=f"https://hooks.example.com{path}", events=ALL, secret=SECRET
+            )
+        event = repo.create_event(
+            session, tenant_id="acme", kind=EventKind.game, sport="soccer", title="t",
+            sources=[{"angle": "main", "uri": "https://cdn.example.com/a.mp4"}],
+        )  # fmt: skip
+        run = repo.create_run(session, tenant_id="acme", event_id=event.id).run
+        for status in (S.processing, S.completed, S.file_ready):
+            repo.transition_run(session, run_id=run.id, status=status)
+    dispatcher = Dispatcher(
+        api_settings,
+        engine=engine,
+        client=httpx.Client(transport=httpx.MockTransport(receiver)),
+        resolve=FakeResolver(),
+        file_link=lambda _snapshot: None,
+    )
+    try:
+        assert dispatcher.run_once() == 8  # one batch
+    finally:
+        dispatcher.stop()
+    order = ["queued", "processing", "completed", "file_ready"]
+    for path in ("/a", "/b"):
+        assert [status for p, status in arrived if p == path] == order
