@@ -44,6 +44,10 @@ Authenticate every `/v1` call with `Authorization: Bearer <API key>` (keys come 
 and the tenant claim; the tenant must be registered); both authenticate the same tenant. Links in
 `fileUrl` (`/v1/files/...`) need no header. Every non-2xx body is `{"error": {"code", "details"}}`.
 Every response carries `X-RateLimit-Limit` and `X-RateLimit-Remaining`.
+
+Register webhook endpoints with `POST /v1/webhooks`: every status change of the tenant's breakdown
+runs is POSTed to them as the breakdown-runs document's payload (`timestamp` in milliseconds), signed
+with `X-Hub-Signature-256` and the Standard Webhooks headers (see `webhooks` below).
 """
 
 
