@@ -57,12 +57,16 @@ def create_webhook(
     session: WriteSessionDep,
     settings: SettingsDep,
     resolver: ResolverDep,
+    response: Response,
 ) -> WebhookEndpointCreated:
     """Send the tenant's breakdown-run status changes to ``url``. The response holds the signing
     secret (yours, or a generated one): it is shown only here."""
-    return service.create_endpoint(
+    created = service.create_endpoint(
         session, tenant_id=principal.tenant_id, body=body, settings=settings, resolve=resolver
     )
+    response.headers["Cache-Control"] = "no-store"  # it carries the secret
+    response.headers["Location"] = f"/v1/webhooks/{created.id}"
+    return created
 
 
 @router.get(

@@ -118,7 +118,11 @@ def errors_of(response: httpx.Response) -> tuple[int, str]:
 def test_an_endpoint_is_registered_with_all_statuses_and_a_generated_secret_shown_once(
     api_client: httpx.Client, webhook_receiver: WebhookReceiver
 ) -> None:
-    created = register(api_client, f"{webhook_receiver.url}/hooks")
+    response = api_client.post("/v1/webhooks", json={"url": f"{webhook_receiver.url}/hooks"})
+    assert response.status_code == 201, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    created = response.json()
+    assert response.headers["Location"] == f"/v1/webhooks/{created['_id']}"
     assert set(created) == {"_id", "url", "statuses", "tenant", "create$date", "secret"}
     assert re.fullmatch(r"[0-9a-f]{24}", created["_id"])
     assert created["url"] == f"{webhook_receiver.url}/hooks"
