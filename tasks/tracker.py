@@ -27,6 +27,7 @@ import numpy as np
 from tasks.detector import ensure_offline
 
 FORBIDDEN = 1e3
+GMC_DOWNSCALE = 4
 
 # Defaults of the filmroom association (overridable through DetectParams.tracker_options).
 ASSOCIATION_DEFAULTS: dict[str, float] = {
@@ -74,7 +75,12 @@ def make_tracker(
     for key, value in (options or {}).items():
         setattr(cfg, key, value)
     tracker_class: Any = _motion_kit_botsort() if motion else TRACKER_MAP[kind]
-    return tracker_class(args=cfg)
+    tracker = tracker_class(args=cfg)
+    if hasattr(tracker, "gmc"):
+        # Optical flow on a 160x90 image (the frames come at model size, 640 wide): the camera's pan
+        # is as well estimated as at 320x180 (same scores on the quality set) for a quarter of the work.
+        tracker.gmc.downscale = GMC_DOWNSCALE
+    return tracker
 
 
 def association_cost(
