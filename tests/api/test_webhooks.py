@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,17 @@ from tests.fixtures.api import (
 
 S = RunStatus
 SECRET = "It's a Secret to Everybody"
+
+
+def recorded_deliveries(client: httpx.Client, job_id: str, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The job's delivery log once the dispatcher has written down every answer: a receiver has a
+    request a moment before the dispatcher records how it went."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        log: list[dict[str, Any]] = client.get(f"/v1/jobs/{job_id}/deliveries").json()
+        if all(d["status"] in ("delivered", "dead") for d in log) or time.monotonic() > deadline:
+            return log
+        time.sleep(0.05)
 
 
 def submit(client: httpx.Client, receiver: WebhookReceiver, events: list[str] | None = None) -> str:
@@ -153,7 +165,7 @@ def test_a_completed_job_sends_exactly_one_signed_job_success(
     status = api_client.get(f"/v1/jobs/{job_id}").json()
     assert {k: v for k, v in body.items() if k != "webhook_timestamp"} == status
     assert body["status"] == "completed"
-    deliveries = api_client.get(f"/v1/jobs/{job_id}/deliveries").json()
+    deliveries = recorded_deliveries(api_client, job_id)
     assert [(d["event"], d["status"], d["attempts"]) for d in deliveries] == [("job.success", "delivered", 1)]
     assert hook.headers["webhook-id"] == deliveries[0]["delivery_id"]
     with pytest.raises(AssertionError):  # and nothing else arrives
@@ -201,7 +213,7 @@ def test_a_receiver_failing_three_times_gets_the_fourth_try_even_across_an_api_r
     gaps = [b.at - a.at for a, b in itertools.pairwise(hooks)]
     assert gaps[0] >= 0.1 and gaps[1] >= 0.5 and gaps[2] >= 2.5
     with second.client(api_key) as client:
-        [delivery] = client.get(f"/v1/jobs/{job_id}/deliveries").json()
+        [delivery] = recorded_deliveries(client, job_id)
     assert delivery["status"] == "delivered" and delivery["attempts"] == 4
     assert [a["status_code"] for a in delivery["log"]] == [500, 500, 500, 200]
     assert [a["attempt"] for a in delivery["log"]] == [1, 2, 3, 4]
@@ -223,7 +235,7 @@ def test_a_delivery_can_be_sent_again_on_request(
     job_id = submit(api_client, webhook_receiver)
     move(engine, job_id, S.processing, S.completed, S.file_ready)
     webhook_receiver.wait_for(1)
-    [delivery] = api_client.get(f"/v1/jobs/{job_id}/deliveries").json()
+    [delivery] = recorded_deliveries(api_client, job_id)
     response = api_client.post(f"/v1/jobs/{job_id}/deliveries/{delivery['delivery_id']}/redeliver")
     assert response.status_code == 202 and response.json()["status"] == "pending"
     again = webhook_receiver.wait_for(2)[1]
