@@ -293,3 +293,27 @@ def spec_for(code: str) -> ErrorSpec:
 def all_specs() -> list[ErrorSpec]:
     """Every registered code, for documentation and tests."""
     return [cls.spec() for cls in REGISTRY.values()]
+
+
+# breakdown-runs-api.md lists nine codes and its clients may switch on them; the codes other
+# documents or the pipeline add are shown there as the nearest documented one, and the precise code
+# leads the message ("video_too_long: ...").
+BREAKDOWN_RUN_CODE_FOR: dict[str, str] = {
+    "video_invalid_url": "missing_videos",  # the video cannot be fetched
+    "video_unsupported_format": "wrong_video",
+    "video_too_long": "wrong_video",
+    "cancelled": "technical_issues",  # the run was stopped; starting another one can succeed
+    "export_failed": "internal_server_error",
+    "schema_mismatch": "internal_server_error",
+    "processing_failed": "internal_server_error",
+    "other": "internal_server_error",
+}
+
+
+def breakdown_run_error(code: str | None, message: str | None) -> tuple[str, str]:
+    """``(code, message)`` in breakdown-runs-api.md's vocabulary (see ``BREAKDOWN_RUN_CODE_FOR``)."""
+    code = code or "other"
+    message = message or spec_for(code).message
+    if REGISTRY.get(code) is not None and REGISTRY[code].source == "breakdown-runs-api":
+        return code, message
+    return BREAKDOWN_RUN_CODE_FOR.get(code, "internal_server_error"), f"{code}: {message}"

@@ -32,7 +32,7 @@ from api.breakdown_runs.schemas import (
 from api.files import file_url
 from api.jobs import service as jobs
 from api.orchestrator import Orchestrator
-from infra.errors import BadRequest, Conflict, NotFound
+from infra.errors import BadRequest, Conflict, NotFound, breakdown_run_error
 from infra.ids import is_object_id
 from infra.settings import Settings
 from storage import repo
@@ -142,8 +142,10 @@ def run_response(run: Run, settings: Settings, store: ArtifactStore) -> Breakdow
         create_date=run.created_at,
         tenant=run.tenant_id,
         errors=[
-            BreakdownRunError(code=str(entry.get("code") or "other"), message=str(entry.get("message") or ""))
-            for entry in run.errors
+            BreakdownRunError(code=code, message=message)
+            for code, message in (
+                breakdown_run_error(entry.get("code"), entry.get("message")) for entry in run.errors
+            )
         ],
     )
 

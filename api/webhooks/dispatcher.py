@@ -45,7 +45,7 @@ from api.jobs.schemas import JobWebhookBody, dump
 from api.webhooks.schemas import BreakdownRunWebhook
 from api.webhooks.signing import signature_headers
 from api.webhooks.urls import Resolver, check_callback_url, system_resolver
-from infra.errors import CallbackInvalidUrl, InternalServerError
+from infra.errors import CallbackInvalidUrl, InternalServerError, breakdown_run_error
 from infra.settings import Settings
 from infra.version import code_version
 from storage import repo
@@ -104,22 +104,23 @@ def breakdown_run_body(
     fields are left out, never null.
     """
     status = RunStatus(payload["status"])
-    error: Mapping[str, Any] = {}
+    error_code = error_message = None
     if status in FAILURES:
         errors = payload.get("errors") or []
-        error = (
+        last: Mapping[str, Any] = (
             errors[-1]
             if errors
             else {"code": InternalServerError.code, "message": InternalServerError.message}
         )
+        error_code, error_message = breakdown_run_error(last.get("code"), last.get("message"))
     body = BreakdownRunWebhook(
         eventId=payload["event_id"],
         breakdownRunId=payload["run_id"],
         fileUrl=file_url if status == RunStatus.file_ready else None,
         status=status.value,
         timestamp=_epoch_ms(payload.get("occurred_at"), now),
-        errorCode=error.get("code"),
-        errorMessage=error.get("message"),
+        errorCode=error_code,
+        errorMessage=error_message,
     )
     return body.model_dump(exclude_none=True)
 

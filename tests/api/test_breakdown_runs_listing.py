@@ -359,6 +359,15 @@ def test_one_run_is_returned_exactly_as_documented(client: TestClient, world: Wo
     assert queued["status"] == "queued" and queued["fileUrl"] is None and queued["errors"] == []
 
 
+def test_codes_outside_the_documents_nine_read_as_the_nearest_one(
+    client: TestClient, engine: Engine, world: World
+) -> None:
+    run = add_run(engine, "acme", world.ids["E3"], at(200))
+    move(engine, run, S.failed, at(201), error_code="video_too_long", error_message="3 h > 2 h")
+    body = ok(client.get(f"/v1/events/{world.ids['E3']}/breakdown-runs/{run}"))
+    assert body["errors"] == [{"code": "wrong_video", "message": "video_too_long: 3 h > 2 h"}]
+
+
 def test_a_run_is_found_only_under_its_own_event_and_tenant(client: TestClient, world: World) -> None:
     ids = world.ids
     error(client.get(f"/v1/events/{ids['E1']}/breakdown-runs/{ids['r3']}"), 404, "not_found")

@@ -101,3 +101,14 @@ def test_a_code_cannot_be_registered_twice() -> None:
 
         class Duplicate(FilmroomError):
             code = "missing_videos"
+
+
+@pytest.mark.parametrize("code", sorted(REGISTRY), ids=str)
+def test_every_code_reads_as_one_of_the_breakdown_documents_nine(code: str) -> None:
+    shown, message = errors.breakdown_run_error(code, "the details")
+    assert shown in BREAKDOWN_CODES
+    if code in BREAKDOWN_CODES:
+        assert (shown, message) == (code, "the details")
+    else:  # the precise code stays readable in the message
+        assert message == f"{code}: the details"
+    assert errors.breakdown_run_error(None, None)[0] == "internal_server_error"
