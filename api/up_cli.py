@@ -54,17 +54,28 @@ def reconcile(
         float, typer.Option(help="A processing run silent this long is dead (s).")
     ] = 600.0,
     once: Annotated[bool, typer.Option(help="One pass, then exit.")] = False,
+    hand_over_after: Annotated[
+        float, typer.Option(help="A queued run without a flow run this long is handed over again (s).")
+    ] = 60.0,
 ) -> None:
-    """Settle runs whose flow died without reporting (killed runner, crashed worker), in a loop."""
+    """Settle runs whose flow died without reporting (killed runner, crashed worker), and hand over
+    again queued runs the API could not hand to Prefect, in a loop."""
     import asyncio
     from datetime import timedelta
 
     from prefect.client.orchestration import get_client
 
-    from flows.status import reconcile_once
+    from flows.status import hand_over_stranded, reconcile_once
+
+    deployment = get_settings().prefect.run_deployment
 
     async def loop() -> None:
         while True:
+            handed = await asyncio.to_thread(
+                hand_over_stranded, deployment, timedelta(seconds=hand_over_after)
+            )
+            if handed:
+                console.print(f"handed over again: {handed}")
             async with get_client() as client:
                 settled = {
                     k: v

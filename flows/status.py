@@ -8,17 +8,19 @@ types* (not names, which change between releases) are only read to settle runs n
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
-from sqlmodel import col
+from sqlmodel import col, select
 
 from infra import errors
 from storage.db import session_scope, write_scope
-from storage.models import Run, RunStatus
+from storage.models import Event, Run, RunMode, RunStatus, to_stored_utc, utc_now
 from storage.repo import (
     get_run_by_id,
     list_active_runs,
@@ -27,6 +29,7 @@ from storage.repo import (
 )
 
 S = RunStatus
+logger = logging.getLogger("filmroom.flows.status")
 
 FINISHED = {S.failed, S.file_ready, S.file_failed}
 
@@ -113,3 +116,48 @@ def attach_flow_run(run_id: str, flow_run_id: str) -> None:
             .values(flow_run_id=flow_run_id)
             .execution_options(synchronize_session=False)
         )
+
+
+def stranded_runs(older_than: timedelta, now: datetime | None = None) -> list[tuple[Run, Event]]:
+    """Queued ``ai`` runs that nobody handed to Prefect ``older_than`` after their creation.
+
+    The API hands a run over right after committing it; when Prefect refuses (a 503 from a server
+    busy with a burst, a restart) the run stays queued without a flow run and would wait forever.
+    Manual runs wait for an upload, never for a flow.
+    """
+    cutoff = to_stored_utc((now or utc_now()) - older_than)
+    with session_scope() as session:
+        rows = session.exec(
+            select(Run, Event)
+            .join(
+                Event, sa.and_(col(Event.id) == col(Run.event_id), col(Event.tenant_id) == col(Run.tenant_id))
+            )
+            .where(
+                col(Run.status) == S.queued,
+                col(Run.mode) == RunMode.ai,
+                col(Run.flow_run_id).is_(None),
+                col(Run.created_at) <= cutoff,
+            )
+            .order_by(col(Run.created_at))
+        ).all()
+    return [(run, event) for run, event in rows]
+
+
+def hand_over_stranded(
+    deployment: str, older_than: timedelta, *, submit: Callable[..., str] | None = None
+) -> dict[str, str]:
+    """Submit every :func:`stranded_runs` run to ``deployment`` (idempotent per run: the run's id is
+    Prefect's idempotency key, so a hand-over the API did after all is found, not doubled)."""
+    from flows.submit import submit_run
+
+    submit = submit or submit_run
+    outcome: dict[str, str] = {}
+    for run, event in stranded_runs(older_than):
+        try:
+            attach_flow_run(run.id, submit(run, event, deployment=deployment))
+        except Exception:
+            logger.warning("run %s is still not handed over", run.id, exc_info=True)
+            outcome[run.id] = "still_queued"
+        else:
+            outcome[run.id] = "handed_over"
+    return outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prefect import flow
@@ -14,7 +15,7 @@ from prefect.states import Cancelled, Crashed, Running
 
 from flows.status import reconcile_once
 from storage.db import init_db, session_scope
-from storage.models import EventKind, JobType, RunStatus, Tenant
+from storage.models import Event, EventKind, JobType, RunMode, RunStatus, Tenant
 from storage.repo import create_event, create_run, create_tenant, get_run_by_id, transition_run
 
 
@@ -83,3 +84,56 @@ def test_a_running_flow_that_stopped_beating_is_settled_and_a_live_one_is_left_a
         run = get_run_by_id(session, run_id=run_id)
     assert run is not None and run.status == RunStatus.failed
     assert run.errors[-1]["code"] == "technical_issues"
+
+
+def test_a_queued_run_prefect_refused_is_handed_over_again_once(
+    settings_env: Path, prefect_server: str
+) -> None:
+    from flows.run import run_flow
+    from flows.status import hand_over_stranded
+    from flows.submit import submit_run
+
+    init_db()
+    with session_scope() as session:
+        if session.get(Tenant, "acme") is None:
+            create_tenant(session, tenant_id="acme", name="Acme")
+        event = create_event(
+            session,
+            tenant_id="acme",
+            kind=EventKind.game,
+            sport="soccer",
+            title="stranded",
+            sources=[{"angle": "main", "uri": "/x.mp4"}],
+        )
+        stranded = create_run(session, tenant_id="acme", event_id=event.id).run.id
+        manual = create_run(session, tenant_id="acme", event_id=event.id, mode=RunMode.manual).run.id
+    calls: list[str] = []
+
+    def refusing(*args: object, **kwargs: object) -> str:
+        calls.append("refused")
+        raise ConnectionError("Prefect answered 503")
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        run_flow.to_deployment(name="stranded-test").apply()  # type: ignore[union-attr]
+        deployment = "filmroom-run/stranded-test"
+        assert hand_over_stranded(deployment, timedelta(minutes=5)) == {}  # too young to be stranded
+        assert hand_over_stranded(deployment, timedelta(0), submit=refusing) == {stranded: "still_queued"}
+        assert hand_over_stranded(deployment, timedelta(0)) == {stranded: "handed_over"}
+        assert hand_over_stranded(deployment, timedelta(0)) == {}  # it has its flow run now
+        with session_scope() as session:
+            run = get_run_by_id(session, run_id=stranded)
+            assert run is not None and run.flow_run_id and run.status == RunStatus.queued
+            manual_run = get_run_by_id(session, run_id=manual)
+            assert manual_run is not None and manual_run.flow_run_id is None  # waits for its upload
+            event_row = session.get(Event, event.id)
+        # the run's id is Prefect's idempotency key: a late hand-over by the API finds the same flow run
+        assert event_row is not None
+        assert submit_run(run, event_row, deployment=deployment) == run.flow_run_id
+
+        async def read() -> object:
+            async with get_client() as client:
+                return await client.read_flow_run(UUID(run.flow_run_id))
+
+        flow_run = asyncio.run(read())
+    assert flow_run.parameters == {"run_id": stranded}  # type: ignore[attr-defined]
+    assert calls == ["refused"]
