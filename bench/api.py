@@ -1,8 +1,8 @@
 """Benchmark: Jobs API latency at a fixed request rate, and a burst of 500 submissions, on loopback.
 
 The whole stack, as an operator runs it: a real uvicorn server (this process), a real Prefect server,
-`filmroom serve-flows` serving the run deployment in its own process, a shared 2-worker Dask
-LocalCluster (``FILMROOM_DASK__ADDRESS``), SQLite. Prints:
+`filmroom serve-flows` serving the run deployment and `filmroom reconcile` in their own processes, a
+shared 2-worker Dask LocalCluster (``FILMROOM_DASK__ADDRESS``), SQLite. Prints:
 
 1. p50/p99 latency of ``GET /v1/jobs/{id}`` and ``POST /v1/jobs`` at a fixed request rate;
 2. a burst of ``--burst`` submissions, 50 in flight at a time: how many were answered 2xx and 429
@@ -128,17 +128,22 @@ def main() -> None:
             key = create_api_key(session, tenant_id="bench", name="bench").plaintext
         filmroom = str(Path(sys.executable).parent / "filmroom")
         runner = subprocess.Popen([filmroom, "serve-flows"], start_new_session=True)
+        # as `filmroom up` does: hands over again runs a busy Prefect server refused at submit
+        reconciler = subprocess.Popen(
+            [filmroom, "reconcile", "--every", "10", "--hand-over-after", "20"], start_new_session=True
+        )
         try:
             _wait_for_deployment(prefect.url, settings.prefect.run_deployment, runner)
             url, server = _serve(create_app(settings))
             _bench(args, url, key, str(video[0].video_path), session_scope, Run)
             server.should_exit = True
         finally:
-            runner.terminate()
-            try:
-                runner.wait(30)
-            except subprocess.TimeoutExpired:
-                runner.kill()
+            for process in (reconciler, runner):
+                process.terminate()
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
             cluster.close()
 
 
