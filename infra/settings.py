@@ -183,8 +183,8 @@ class ApiSettings(BaseModel):
     )
     submit_rate_limit: str = Field(
         default="30/minute",
-        description="Extra, stricter per-API-key limit on job submissions (POST /v1/jobs), "
-        "counted on top of rate_limit.",
+        description="Extra, stricter per-API-key limit on submissions (POST /v1/jobs, starting a "
+        "breakdown run), counted on top of rate_limit.",
     )
     eta_default_run_s: float = Field(
         default=900.0,
