@@ -132,7 +132,7 @@ def _on_cancellation(flow: Any, flow_run: Any, state: Any) -> None:
     name="filmroom-run",
     # no flow_run_name here: the API names each flow run "<event title>-<run id>" when it submits, and a
     # name template would overwrite that once the run starts
-    task_runner=make_task_runner(get_settings()),
+    task_runner=make_task_runner(),  # built from the settings of each flow run, not of this import
     on_failure=[_on_failure],
     on_crashed=[_on_crashed],
     on_cancellation=[_on_cancellation],

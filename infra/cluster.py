@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from infra.settings import Settings
+from prefect_dask import DaskTaskRunner
+
+from infra.settings import Settings, get_settings
 
 
 def dask_runner_kwargs(settings: Settings) -> dict[str, Any]:
@@ -26,7 +28,23 @@ def dask_runner_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def make_task_runner(settings: Settings) -> Any:
-    from prefect_dask import DaskTaskRunner
+class SettingsDaskTaskRunner(DaskTaskRunner):
+    """A DaskTaskRunner that reads the settings when a flow run starts, not when its flow is defined.
 
+    Prefect duplicates a flow's task runner for every flow run; the duplicate is built from the
+    settings of that moment, so a flow decorated at import time still follows a Dask address set later
+    (by ``filmroom up`` for its pieces, or by a test).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**(kwargs or dask_runner_kwargs(get_settings())))
+
+    def duplicate(self) -> SettingsDaskTaskRunner:
+        return type(self)(**dask_runner_kwargs(get_settings()))
+
+
+def make_task_runner(settings: Settings | None = None) -> Any:
+    """The task runner of the given settings; without any, one that follows the settings of each run."""
+    if settings is None:
+        return SettingsDaskTaskRunner()
     return DaskTaskRunner(**dask_runner_kwargs(settings))

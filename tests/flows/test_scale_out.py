@@ -18,7 +18,6 @@ import pytest
 from distributed import Client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from infra.cluster import make_task_runner
 from infra.settings import get_settings
 from infra.synth import SynthClip
 from storage.artifacts import ArtifactStore, RunRef
@@ -114,7 +113,7 @@ def test_a_run_flows_over_two_dask_worker_processes_and_a_separate_prefect_serve
         client.get_task_stream()  # installs the scheduler's task-stream plugin
         started = time.time()
         with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
-            run_flow.with_options(task_runner=make_task_runner(settings))(run.id, return_state=True)
+            run_flow(run.id, return_state=True)  # finds the cluster through the settings only
         stream = client.get_task_stream(start=started)
         workers = {w["name"]: addr for addr, w in client.scheduler_info()["workers"].items()}
 
