@@ -213,9 +213,9 @@ def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame
 def kit_features(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
     """Per box, the CIELAB colour of the shirt band and the shorts band, as a unit vector (the ReID feature).
 
-    Lightness is down-weighted (shadows and the pitch change it), the colour axes carry the kit.
+    Lightness is down-weighted (shadows and the pitch change it), the colour axes carry the kit. Only
+    the bands are converted to CIELAB (a few percent of the frame's pixels).
     """
-    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).astype(np.float32)
     h, w = image.shape[:2]
     out = np.zeros((len(xyxy), 6), np.float32)
     for i, (x1, y1, x2, y2) in enumerate(xyxy):
@@ -223,9 +223,9 @@ def kit_features(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
         xa, xb = int(max(0, x1 + 0.25 * (x2 - x1))), int(min(w, x2 - 0.25 * (x2 - x1)) + 1)
         for k, (top, bottom) in enumerate(((0.22, 0.48), (0.48, 0.62))):
             ya, yb = int(max(0, y1 + top * bh)), int(min(h, y1 + bottom * bh) + 1)
-            band = lab[ya:yb, xa:xb].reshape(-1, 3)
+            band = image[ya:yb, xa:xb]
             if band.size:
-                mean = band.mean(axis=0)
+                mean = cv2.cvtColor(band, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32).mean(axis=0)
                 out[i, 3 * k : 3 * k + 3] = [
                     (mean[0] - 128) / 255,
                     (mean[1] - 128) / 32,

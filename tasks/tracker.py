@@ -28,6 +28,7 @@ from tasks.detector import ensure_offline
 
 FORBIDDEN = 1e3
 GMC_DOWNSCALE = 4
+GMC_CORNERS = 200
 
 # Defaults of the filmroom association (overridable through DetectParams.tracker_options).
 ASSOCIATION_DEFAULTS: dict[str, float] = {
@@ -77,9 +78,10 @@ def make_tracker(
     tracker_class: Any = _motion_kit_botsort() if motion else TRACKER_MAP[kind]
     tracker = tracker_class(args=cfg)
     if hasattr(tracker, "gmc"):
-        # Optical flow on a 160x90 image (the frames come at model size, 640 wide): the camera's pan
-        # is as well estimated as at 320x180 (same scores on the quality set) for a quarter of the work.
+        # Optical flow of 200 corners on a 160x90 image (the frames come at model size, 640 wide)
+        # instead of 400 on 320x180: the same scores on the quality set, GMC 2.2 instead of ~3.5 ms a frame.
         tracker.gmc.downscale = GMC_DOWNSCALE
+        tracker.gmc.feature_params = {**tracker.gmc.feature_params, "maxCorners": GMC_CORNERS}
     return tracker
 
 
