@@ -14,8 +14,13 @@ association, lost-track buffer) but costs a track/detection pair as
 
 and forbids the pair when the centre is further than ``gate`` heights or the kits differ by more
 than ``kit_gate`` (so appearance can only veto or rank, never pull a track onto another player).
-Measured on the quality set (``bench/tracking_quality.py``): IDF1 0.641 -> 0.69, MOTA 0.834 -> 0.87,
-and team accuracy of the identities built on these tracks 0.92 -> 0.98.
+Its Kalman filter also trusts a constant velocity less than ultralytics' (``kf_position``,
+``kf_velocity``), as players turn between two samples at 5 fps.
+
+Measured on the quality set (``bench/tracking_quality.py``, 5 clips x 20 s), stock BoT-SORT with
+buffered IoU -> this association (+ tracks started on confident boxes) -> + the Kalman noise:
+tracks MOTA 0.834 -> 0.880 -> 0.895, IDF1 0.641 -> 0.764 -> 0.789; team accuracy of the
+identities built on the tracks 0.92 -> 0.996 -> 0.995.
 """
 
 from __future__ import annotations
