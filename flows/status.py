@@ -74,9 +74,11 @@ def settle(
     if state_type is StateType.CANCELLED:
         mark(run_id, S.failed, error=errors.Cancelled())
         return "cancelled"
+    if state_type is StateType.SCHEDULED:
+        # waiting for a worker or a concurrency slot (Late and AwaitingConcurrencySlot are SCHEDULED
+        # too): a backlog is not a death, however long it is
+        return "waiting"
     if state_type is None or (heartbeat_age is not None and heartbeat_age > stale_after):
-        if state_type in (StateType.SCHEDULED, StateType.PENDING) and heartbeat_age is None:
-            return "waiting"
         mark(run_id, S.failed, error=errors.TechnicalIssues("the flow run stopped sending heartbeats"))
         return "stale"
     return "ok"

@@ -11,7 +11,7 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Cancelled, Crashed, Running
+from prefect.states import Cancelled, Crashed, Running, Scheduled
 
 from flows.status import reconcile_once
 from storage.db import init_db, session_scope
@@ -137,3 +137,34 @@ def test_a_queued_run_prefect_refused_is_handed_over_again_once(
         flow_run = asyncio.run(read())
     assert flow_run.parameters == {"run_id": stranded}  # type: ignore[attr-defined]
     assert calls == ["refused"]
+
+
+def test_a_run_waiting_in_a_long_backlog_is_left_queued(settings_env: Path, prefect_server: str) -> None:
+    # A burst queues more runs than the workers take at once; their flow runs stay Scheduled for
+    # longer than stale_after. The reconciler once failed them all with technical_issues.
+    init_db()
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+
+        async def scheduled() -> str:
+            async with get_client() as client:
+                return str((await client.create_flow_run(_probe, state=Scheduled())).id)
+
+        with session_scope() as session:
+            if session.get(Tenant, "acme") is None:
+                create_tenant(session, tenant_id="acme", name="Acme")
+            event = create_event(
+                session,
+                tenant_id="acme",
+                kind=EventKind.game,
+                sport="soccer",
+                title="backlog",
+                sources=[{"angle": "main", "uri": "/x.mp4"}],
+            )
+            run_id = create_run(session, tenant_id="acme", event_id=event.id).run.id
+        from flows.status import attach_flow_run
+
+        attach_flow_run(run_id, asyncio.run(scheduled()))
+        assert asyncio.run(_reconcile(timedelta(seconds=0)))[run_id] == "waiting"
+    with session_scope() as session:
+        run = get_run_by_id(session, run_id=run_id)
+    assert run is not None and run.status == RunStatus.queued and run.errors == []
