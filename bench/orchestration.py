@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import importlib.util
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -45,6 +46,12 @@ def _plain_loop() -> Any:
     return module.plain_loop
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _configure(root: Path, fps: float) -> None:
     footage = root / "footage"
     footage.mkdir(parents=True, exist_ok=True)
@@ -56,6 +63,7 @@ def _configure(root: Path, fps: float) -> None:
         "FILMROOM_DATABASE__URL": f"sqlite:///{root / 'filmroom.db'}",
         "FILMROOM_INGEST__ALLOWED_ROOTS": f'["{footage}"]',
         "FILMROOM_DETECT__ANALYSIS_FPS": str(fps),
+        "FILMROOM_PREFECT__SERVER_PORT": str(_free_port()),  # a private server, never another's 4200
     }
     os.environ.update(env)  # noqa: TID251 -- the Dask workers started below inherit it
 

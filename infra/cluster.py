@@ -23,7 +23,7 @@ def dask_runner_kwargs(settings: Settings) -> dict[str, Any]:
             "n_workers": settings.dask.n_workers,
             "threads_per_worker": settings.dask.threads_per_worker,
             "processes": True,
-            "dashboard_address": None,
+            "dashboard_address": ":0",  # None still binds :8787 (and warns when it is taken)
         },
     }
 
