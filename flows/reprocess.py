@@ -1,7 +1,7 @@
 """The scheduled reprocessing flow: re-run events whose newest run is outdated or failed for a reason a
 retry can fix.
 
-An event is a candidate when its newest run
+An event is a candidate when its newest run is an ``ai`` run (a manual run is an analyst's upload) that
 
 * is ``file_ready`` but was produced by another filmroom code version or other detector weights than
   the configured ones (a run from before versions were recorded counts as outdated), or
@@ -11,7 +11,8 @@ An event is a candidate when its newest run
 Each re-run is a *new* run row of the same event (same mode, job type and params), handed to the run
 deployment exactly like the API hands a submitted job (``flows.submit``). Both ends are idempotent:
 the new run's idempotency key is ``reprocess:<previous run id>`` and its flow run's key is the new run's
-id, so a retried task or an overlapping schedule never starts an event twice. An event with an
+id, so a retried task or an overlapping schedule never starts an event twice; a run Prefect refuses
+stays queued and the reconciler hands it over later, as for the API's jobs. An event with an
 unfinished run is never a candidate (its newest run is not finished). A markdown artifact lists what
 was (or, with ``dry_run``, would be) re-run.
 """
@@ -30,7 +31,7 @@ from infra import errors
 from infra.settings import get_settings
 from infra.version import code_version, weights_version
 from storage.db import session_scope
-from storage.models import Run, RunStatus
+from storage.models import Run, RunMode, RunStatus
 from storage.repo import create_run, get_event, get_run_by_id, list_latest_runs, list_runs
 from tasks.detector import resolve_weights
 
@@ -69,7 +70,10 @@ def current_versions() -> Versions:
 
 
 def reprocess_reason(run: Run, current: Versions) -> str | None:
-    """Why the newest run of an event should be re-run, or None."""
+    """Why the newest run of an event should be re-run, or None (never for a manual run: an analyst's
+    upload, no model)."""
+    if run.mode != RunMode.ai:
+        return None
     if run.status == S.file_ready:
         if run.code_version != current.code:
             return f"code {run.code_version or 'unrecorded'} -> {current.code}"
@@ -152,9 +156,9 @@ def rerun(candidate: Candidate, deployment: str) -> Rerun:
     try:
         flow_run_id = submit_run(run, event, deployment=deployment, tags=["reprocess"])
     except Exception as exc:
-        # Nothing will run it and the reconciler only watches runs with a flow run: fail it with a
-        # retryable code, so that a later pass tries the event again (within max_attempts).
-        status.mark(run.id, S.failed, error=errors.TechnicalIssues("the run deployment did not take it"))
+        # Like a job the API could not hand over: the run stays queued and the reconciler
+        # (`filmroom reconcile`) hands it over once Prefect takes it.
+        get_run_logger().warning("run %s stays queued: %s", run.id, type(exc).__name__)
         return Rerun(candidate=candidate, run_id=run.id, error=type(exc).__name__)
     status.attach_flow_run(run.id, flow_run_id)
     return Rerun(candidate=candidate, run_id=run.id, flow_run_id=flow_run_id)
@@ -198,7 +202,7 @@ def _report(reruns: list[Rerun], gave_up: int, dry_run: bool, max_attempts: int)
         for r in reruns:
             c = r.candidate
             new = r.run_id or ("(dry run)" if dry_run else "")
-            flow_run = r.flow_run_id or (f"not submitted: {r.error}" if r.error else "")
+            flow_run = r.flow_run_id or (f"not yet submitted ({r.error}): queued" if r.error else "")
             lines.append(
                 f"| {c.tenant_id} | {c.event_id} | {c.previous_run_id} ({c.previous_status}) | {c.reason} "
                 f"| {new} | {flow_run} |"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.reprocess import Versions, current_versions, reprocess_flow, reprocess_reason
+from flows.status import hand_over_stranded
 from infra.settings import get_settings
 from storage.db import init_db, session_scope
 from storage.models import EventKind, JobType, Run, RunMode, RunStatus, Tenant
@@ -61,8 +63,8 @@ async def _flow_runs_of_deployment(client: Any) -> list[FlowRun]:
     return [r for r in runs if r.deployment_id == deployment.id]
 
 
-def _event_with_runs(*runs: tuple[RunStatus, dict[str, Any]]) -> str:
-    """An event whose runs (oldest first) reached each status with the given fields; its id."""
+def _event_with_runs(*runs: tuple[RunStatus, dict[str, Any]], mode: RunMode = RunMode.ai) -> str:
+    """An event whose runs (oldest first, of ``mode``) reached each status with the given fields; its id."""
     with session_scope() as session:
         if session.get(Tenant, "acme") is None:
             create_tenant(session, tenant_id="acme", name="Acme")
@@ -79,7 +81,7 @@ def _event_with_runs(*runs: tuple[RunStatus, dict[str, Any]]) -> str:
                 session,
                 tenant_id="acme",
                 event_id=event.id,
-                mode=RunMode.manual,
+                mode=mode,
                 job_type=JobType.breakdown,
                 params={"chunk_seconds": 12},
             )
@@ -128,12 +130,13 @@ def test_outdated_and_retryably_failed_events_are_rerun_through_the_run_deployme
     cancelled = _event_with_runs((S.failed, {**now, "code": "cancelled"}))
     hopeless = _event_with_runs(*[(S.failed, {**now, "code": "technical_issues"})] * 3)
     busy = _event_with_runs((S.failed, {**now, "code": "technical_issues"}), (S.processing, now))
+    uploaded = _event_with_runs((S.file_ready, {}), mode=RunMode.manual)  # an analyst's file: no model
 
     result = reprocess_flow(batch_size=20)
 
     rerun_events = [r["candidate"]["event_id"] for r in result]
     assert rerun_events == [old_code, old_model, unrecorded, flaky, export_failed]  # oldest first
-    for event_id in (up_to_date, broken_video, cancelled, hopeless, busy):
+    for event_id in (up_to_date, broken_video, cancelled, hopeless, busy, uploaded):
         assert event_id not in rerun_events
         assert len(_runs_of(event_id)) in (1, 2, 3)  # nothing added
     assert len(_runs_of(hopeless)) == 3 and len(_runs_of(busy)) == 2 and len(_runs_of(up_to_date)) == 1
@@ -154,7 +157,7 @@ def test_outdated_and_retryably_failed_events_are_rerun_through_the_run_deployme
         assert flow_run.parameters == {"run_id": new.id}
         assert flow_run.idempotency_key == new.id
         assert flow_run.name == f"derby-{new.id}"
-        assert {"reprocess", "tenant:acme", "kind:game", "mode:manual"} <= set(flow_run.tags)
+        assert {"reprocess", "tenant:acme", "kind:game", "mode:ai"} <= set(flow_run.tags)
         assert flow_run.state is not None and flow_run.state.is_scheduled()
     reasons = {r["candidate"]["event_id"]: r["candidate"]["reason"] for r in result}
     assert reasons[old_code] == f"code 0.0.1 -> {reprocess_env.code}"
@@ -187,24 +190,30 @@ def test_a_dry_run_lists_the_candidates_and_changes_nothing(reprocess_env: Versi
     assert events[0] in markdown and events[2] not in markdown
 
 
-def test_a_batch_is_bounded_and_a_refused_submit_fails_the_new_run_with_a_retryable_code(
+def test_a_run_prefect_refuses_stays_queued_until_the_reconciler_hands_it_over(
     reprocess_env: Versions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events = [_event_with_runs((S.file_ready, {})) for _ in range(3)]
+    events = [_event_with_runs((S.file_ready, {})) for _ in range(2)]
     monkeypatch.setenv("FILMROOM_PREFECT__RUN_DEPLOYMENT", "filmroom-run/no-such-deployment")
     get_settings.cache_clear()
 
-    result = reprocess_flow(batch_size=2)
+    result = reprocess_flow(batch_size=5)
 
-    assert [r["candidate"]["event_id"] for r in result] == events[:2]
-    assert len(_runs_of(events[2])) == 1
+    assert [r["candidate"]["event_id"] for r in result] == events
     for rerun in result:
         assert rerun["flow_run_id"] is None and rerun["error"]
         with session_scope() as session:
             new = get_run_by_id(session, run_id=rerun["run_id"])
-        assert new is not None and new.status == S.failed
-        assert [e["code"] for e in new.errors] == ["technical_issues"]
-    assert "not submitted" in _artifact_markdown()
+        assert new is not None and (new.status, new.flow_run_id) == (S.queued, None)
+    assert "not yet submitted" in _artifact_markdown()
+    # the event is busy now: the next pass leaves it to the reconciler, which hands the run over
+    assert reprocess_flow(batch_size=5) == []
+    outcome = hand_over_stranded(DEPLOYMENT, timedelta(0))
+    assert outcome == {r["run_id"]: "handed_over" for r in result}
+    for rerun in result:
+        with session_scope() as session:
+            new = get_run_by_id(session, run_id=rerun["run_id"])
+        assert new is not None and new.flow_run_id is not None
 
 
 @pytest.mark.parametrize(
@@ -218,6 +227,8 @@ def test_a_batch_is_bounded_and_a_refused_submit_fails_the_new_run_with_a_retrya
         (S.failed, {"errors": [{"code": "no-such-code"}]}, None),
         (S.failed, {"errors": []}, None),
         (S.completed, {"code_version": "8"}, None),
+        (S.file_ready, {"code_version": "8", "mode": RunMode.manual}, None),
+        (S.failed, {"errors": [{"code": "technical_issues"}], "mode": RunMode.manual}, None),
     ],
 )
 def test_reprocess_reason(status: RunStatus, fields: dict[str, Any], why: str | None) -> None:
