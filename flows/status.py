@@ -93,12 +93,16 @@ async def reconcile_once(client: Any, stale_after: timedelta) -> dict[str, str]:
     for run_id, flow_run_id, updated_at in runs:
         if not flow_run_id:
             continue
+        last_sign = updated_at
         try:
             flow_run = await client.read_flow_run(flow_run_id)
             state_type = flow_run.state.type if flow_run.state else None
+            if flow_run.state is not None and flow_run.state.timestamp is not None:
+                # a run queued for long whose flow run a worker just took (PENDING) is alive
+                last_sign = max(last_sign, flow_run.state.timestamp)
         except Exception:  # the flow run was deleted or Prefect pruned it
             state_type = None
-        outcome[run_id] = settle(run_id, state_type, now - updated_at, stale_after)
+        outcome[run_id] = settle(run_id, state_type, now - last_sign, stale_after)
         if outcome[run_id] == "stale" and state_type is not None:
             # Nobody else will end it: the Prefect UI should not show a dead flow as running forever.
             # The run is settled either way; Prefect may be briefly unreachable.

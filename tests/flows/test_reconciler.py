@@ -8,14 +8,16 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+import sqlalchemy as sa
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Cancelled, Crashed, Running, Scheduled
+from prefect.states import Cancelled, Crashed, Pending, Running, Scheduled
+from sqlmodel import col
 
 from flows.status import reconcile_once
 from storage.db import init_db, session_scope
-from storage.models import Event, EventKind, JobType, RunMode, RunStatus, Tenant
+from storage.models import Event, EventKind, JobType, Run, RunMode, RunStatus, Tenant, utc_now
 from storage.repo import create_event, create_run, create_tenant, get_run_by_id, transition_run
 
 
@@ -163,8 +165,22 @@ def test_a_run_waiting_in_a_long_backlog_is_left_queued(settings_env: Path, pref
             run_id = create_run(session, tenant_id="acme", event_id=event.id).run.id
         from flows.status import attach_flow_run
 
-        attach_flow_run(run_id, asyncio.run(scheduled()))
+        flow_run_id = asyncio.run(scheduled())
+        attach_flow_run(run_id, flow_run_id)
         assert asyncio.run(_reconcile(timedelta(seconds=0)))[run_id] == "waiting"
+
+        # an hour in the queue, then a worker takes the flow run (PENDING): alive, not stale
+        with session_scope() as session:
+            session.exec(
+                sa.update(Run).where(col(Run.id) == run_id).values(updated_at=utc_now() - timedelta(hours=1))
+            )
+
+        async def take() -> None:
+            async with get_client() as client:
+                await client.set_flow_run_state(UUID(flow_run_id), Pending(), force=True)
+
+        asyncio.run(take())
+        assert asyncio.run(_reconcile(timedelta(minutes=10)))[run_id] == "ok"
     with session_scope() as session:
         run = get_run_by_id(session, run_id=run_id)
     assert run is not None and run.status == RunStatus.queued and run.errors == []
