@@ -83,10 +83,12 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 
+from infra.errors import SchemaMismatch
 from infra.settings import Settings, get_settings
 from infra.version import code_version
 from storage.schemas import (
     ARTIFACT_SCHEMA_VERSION,
+    PART_ONLY_TABLES,
     SCHEMAS,
     TABLE_VERSIONS,
     Table,
@@ -106,10 +108,11 @@ DOCUMENT_FILES: Final[Mapping[str, str]] = {
 """Non-table artifacts: logical name -> file name."""
 
 ARTIFACT_FILES: Final[Mapping[str, str]] = {
-    **{t.value: f"{t.value}.parquet" for t in Table},
+    **{t.value: f"{t.value}.parquet" for t in Table if t not in PART_ONLY_TABLES},
     **DOCUMENT_FILES,
 }
-"""Every artifact of a run: logical name -> file name (either spelling is accepted)."""
+"""Every artifact of a run: logical name -> file name (either spelling is accepted); part-only tables
+live under ``parts/`` and are not a run's files."""
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _RUN_DIR = re.compile(r"tenant=([^/]+)/event=([^/]+)/run=([^/]+)$")
@@ -276,6 +279,12 @@ class ArtifactStore:
         written. If anything fails the previous file, if any, is untouched.
         """
         table = table_name(name)
+        if table in PART_ONLY_TABLES:
+            raise SchemaMismatch(
+                f"{table.value} is an intermediate table: it is written per chunk (write_part), "
+                "never as a run's file",
+                artifact=table.value,
+            )
         checked: Iterable[pa.Table]
         if isinstance(data, pa.Table | pa.RecordBatch | pl.DataFrame):
             checked = [validate_table(table, data)]  # a wrong table fails before storage is touched

@@ -1,6 +1,8 @@
 """The pinned Arrow schema of every Parquet artifact, and the one check that holds tables to it.
 
-Six tables, one file each per run (``<root>/tenant=<t>/event=<id>/run=<id>/<name>.parquet``):
+Six tables, one file each per run (``<root>/tenant=<t>/event=<id>/run=<id>/<name>.parquet``), and
+one intermediate table that only exists as per-chunk parts (:data:`PART_ONLY_TABLES`,
+``<run>/parts/<name>/part-NNNNN.parquet``):
 
 ========== =============================================================================
 detections one row per detected person per analysed frame (before and after stitching)
@@ -9,6 +11,8 @@ embeddings one row per embedded sample: an appearance vector or a face vector (+
 identities one row per identity (player, referee, cast member, ...) with its tracks
 screentime one row per identity: seconds on screen, first/last seen, share, intervals
 validation one row per integrity check of the run
+appearance (parts only) one row per detection of a game chunk: its appearance vector, computed
+           by detect_track while the frame is decoded, so embed need not decode the video again
 ========== =============================================================================
 
 Conventions every table follows:
@@ -68,6 +72,7 @@ class Table(StrEnum):
     identities = "identities"
     screentime = "screentime"
     validation = "validation"
+    appearance = "appearance"
 
 
 def _f(name: str, type_: pa.DataType, nullable: bool, doc: str) -> pa.Field:
@@ -170,7 +175,21 @@ _FIELDS: Final[dict[Table, list[pa.Field]]] = {
         _f("threshold", pa.float64(), True, "threshold the value was held to; null if none"),
         _f("message", pa.string(), False, "human-readable outcome"),
     ],
+    Table.appearance: [
+        _ANGLE,
+        _FRAME,
+        *_box(what="detection box (as in detections)"),
+        _f(
+            "vector",
+            pa.list_(pa.field("item", pa.float32(), nullable=False)),
+            False,
+            "embed's appearance vector of the box; empty when the box is too small to embed",
+        ),
+    ],
 }
+
+PART_ONLY_TABLES: Final = frozenset({Table.appearance})
+"""Intermediate tables written only as per-chunk parts, never as a run's file (not in the run's listings)."""
 
 TABLE_VERSIONS: Final[Mapping[Table, int]] = {t: 1 for t in Table}
 """Each table's own schema version (bump one when its columns change)."""
@@ -462,6 +481,7 @@ __all__ = [
     "ALLOWED_VALUES",
     "ARTIFACT_SCHEMA_VERSION",
     "PARTITION_COLUMNS",
+    "PART_ONLY_TABLES",
     "SCHEMAS",
     "TABLE_VERSIONS",
     "Table",

@@ -21,9 +21,11 @@ from prefect import task
 from pydantic import BaseModel, Field
 
 from storage.artifacts import ArtifactRef, RunRef
+from storage.schemas import polars_schema
 from tasks.common import retry_transient, store
 from tasks.decoding import FrameGrid, decode_wanted
 from tasks.detector import FrameBoxes, detect_batch, load_model
+from tasks.embed import appearance_vectors
 from tasks.ingest import Chunk
 from tasks.tracker import make_tracker
 
@@ -88,6 +90,7 @@ class SampledFrame:
     time_s: float
     image: np.ndarray  # BGR at model scale
     scale: float  # source pixels per model pixel
+    full: np.ndarray | None = None  # BGR at source size, kept until its appearance vectors are computed
 
 
 @dataclass
@@ -110,10 +113,13 @@ def model_size(width: int, height: int, imgsz: int) -> tuple[int, int]:
     return max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
 
 
-def sample_frames(chunk: Chunk, analysis_fps: float, imgsz: int, stats: ChunkStats) -> Iterator[SampledFrame]:
+def sample_frames(
+    chunk: Chunk, analysis_fps: float, imgsz: int, stats: ChunkStats, full: bool = False
+) -> Iterator[SampledFrame]:
     """Decode ``[chunk.start_s, chunk.decode_end_s)`` and yield the frames on the sampling grid.
 
     Frames off the grid that no other frame refers to are not decoded at all (:mod:`tasks.decoding`).
+    ``full`` also keeps each frame at source size (the pixels embed's appearance vectors need).
     """
     with av.open(chunk.path) as container:
         stream = container.streams.video[0]
@@ -142,7 +148,13 @@ def sample_frames(chunk: Chunk, analysis_fps: float, imgsz: int, stats: ChunkSta
                 continue
             image = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
             stats.decode_s += time.perf_counter() - started
-            yield SampledFrame(index, t, image, scale)
+            source = None
+            if full:  # converting the source-size frame is part of the appearance vectors' cost
+                started = time.perf_counter()
+                source = frame.to_ndarray(format="bgr24")
+                converted = time.perf_counter() - started
+                stats.extra["appearance_s"] = stats.extra.get("appearance_s", 0.0) + converted
+            yield SampledFrame(index, t, image, scale, source)
             started = time.perf_counter()
         stats.decode_s += time.perf_counter() - started
 
@@ -173,6 +185,20 @@ class _TrackerInput:
 
 def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame, ChunkStats]:
     """Detections with chunk-local track ids for every sampled frame of ``chunk`` (pure but for decoding)."""
+    detections, _, stats = detect_track_appearance(chunk, params, appearance=False)
+    return detections, stats
+
+
+def detect_track_appearance(
+    chunk: Chunk, params: DetectParams, *, appearance: bool = True
+) -> tuple[pl.DataFrame, pl.DataFrame, ChunkStats]:
+    """:func:`detect_track_chunk`, plus (``appearance``) embed's appearance vector of every detection.
+
+    The vectors are computed from the source-size frame while it is decoded anyway (the
+    ``appearance`` table: one row per detection, an empty vector for a box too small to embed), so
+    embed need not decode the video a second time. ``stats.extra["appearance_s"]`` is their cost
+    (converting the source-size frames and computing the vectors).
+    """
     model = load_model(params.weights, params.threads)
     tracker = make_tracker(
         params.tracker,
@@ -185,9 +211,12 @@ def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame
     use_features = params.appearance and params.tracker == "botsort"
     stats = ChunkStats()
     rows: list[dict[str, Any]] = []
+    vectors: list[dict[str, Any]] = []
     batch: list[SampledFrame] = []
+    vectors_s = 0.0
 
     def flush() -> None:
+        nonlocal vectors_s
         started = time.perf_counter()
         detections = detect_batch(
             model, [s.image for s in batch], imgsz=params.imgsz, conf=params.conf, iou=params.iou
@@ -196,18 +225,51 @@ def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame
         started = time.perf_counter()
         for sampled, boxes in zip(batch, detections, strict=True):
             feats = kit_features(sampled.image, boxes.xyxy) if use_features else None
-            rows.extend(_track_frame(tracker, chunk, sampled, boxes, params.box_buffer, feats))
+            tracked = _track_frame(tracker, chunk, sampled, boxes, params.box_buffer, feats)
+            rows.extend(tracked)
+            if sampled.full is not None:
+                begun = time.perf_counter()
+                vectors.extend(_appearance_rows(sampled.full, tracked))
+                sampled.full = None
+                vectors_s += time.perf_counter() - begun
         stats.track_s += time.perf_counter() - started
         stats.sampled += len(batch)
         batch.clear()
 
-    for sampled in sample_frames(chunk, params.analysis_fps, params.imgsz, stats):
+    for sampled in sample_frames(chunk, params.analysis_fps, params.imgsz, stats, full=appearance):
         batch.append(sampled)
         if len(batch) >= params.batch:
             flush()
     if batch:
         flush()
-    return pl.DataFrame(rows, schema=DETECTION_COLUMNS), stats
+    stats.track_s -= vectors_s  # the vectors were computed inside the tracking loop
+    if appearance:
+        stats.extra["appearance_s"] = stats.extra.get("appearance_s", 0.0) + vectors_s
+    table = pl.DataFrame(vectors, schema=polars_schema("appearance"))
+    return pl.DataFrame(rows, schema=DETECTION_COLUMNS), table, stats
+
+
+def _appearance_rows(image: np.ndarray, detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One appearance row per detection row; boxes rounded to float32 first, as the parts store them
+    (embed clips the stored box, so the vector must come from exactly that box)."""
+    boxes: list[tuple[float, float, float, float]] = [
+        (_f32(row["x1"]), _f32(row["y1"]), _f32(row["x2"]), _f32(row["y2"])) for row in detections
+    ]
+    out = []
+    for row, box, vector in zip(detections, boxes, appearance_vectors(image, boxes), strict=True):
+        x1, y1, x2, y2 = box
+        out.append(
+            {
+                "angle": row["angle"],
+                "frame": row["frame"],
+                "x1": x1,
+                "y1": y1,
+                "x2": x2,
+                "y2": y2,
+                "vector": [] if vector is None else vector.tolist(),
+            }
+        )
+    return out
 
 
 def kit_features(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
@@ -233,6 +295,10 @@ def kit_features(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
                 ]
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return np.asarray(out / np.maximum(norms, 1e-6))
+
+
+def _f32(value: float) -> float:
+    return float(np.float32(value))
 
 
 def _track_frame(
@@ -274,11 +340,17 @@ def _track_frame(
     task_run_name="detect_track-{chunk.angle}-{chunk.index}",
 )
 def detect_track_task(ref: RunRef, chunk: Chunk, params: DetectParams) -> ArtifactRef:
-    """One chunk → its detections part (skipped when a previous attempt already wrote it)."""
+    """One chunk → its detections part and its appearance part (skipped when a previous attempt wrote both).
+
+    The appearance part is written first: a detections part on disk means both are whole.
+    """
     artifacts = store()
-    if artifacts.has_part(ref, "detections", chunk.index):
+    if artifacts.has_part(ref, "detections", chunk.index) and artifacts.has_part(
+        ref, "appearance", chunk.index
+    ):
         return artifacts.part_ref(ref, "detections", chunk.index)
-    table, _ = detect_track_chunk(chunk, params)
+    table, appearance, _ = detect_track_appearance(chunk, params)
+    artifacts.write_part(ref, "appearance", chunk.index, appearance)
     return artifacts.write_part(
         ref, "detections", chunk.index, table.with_columns(track_id=pl.lit(None, pl.Int64))
     )

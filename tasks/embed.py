@@ -18,7 +18,10 @@ the face box after aligning it with dlib's 5-point landmark model. Face boxes co
 ``detect_in_box=True``, from dlib's HOG detector run inside each person box.
 
 Frames are read with PyAV in decode order, once per chunk, and only the sampled frames are
-converted to pixels; a track is sampled at most every ``sample_every_s`` seconds.
+converted to pixels; a track is sampled at most every ``sample_every_s`` seconds. For games the
+video is not decoded again: detect_track computes the appearance vector of every detection while
+its frame is in memory (the ``appearance`` parts, :func:`appearance_vectors`), and embed picks the
+samples' vectors from them by box (:func:`embed_from_appearance`).
 """
 
 from __future__ import annotations
@@ -36,9 +39,9 @@ import polars as pl
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage.artifacts import ArtifactRef, RunRef
+from storage.artifacts import ArtifactRef, ArtifactStore, RunRef
 from storage.schemas import polars_schema, validate_table
-from tasks.common import retry_transient, store
+from tasks.common import as_frame, retry_transient, store
 from tasks.decoding import FrameGrid, decode_wanted
 from tasks.ingest import Chunk
 
@@ -313,9 +316,31 @@ def iter_frames(
 
 
 def _clip_box(row: dict[str, Any], w: int, h: int) -> tuple[int, int, int, int]:
-    x1, y1 = max(0, int(row["x1"])), max(0, int(row["y1"]))
-    x2, y2 = min(w, int(np.ceil(row["x2"]))), min(h, int(np.ceil(row["y2"])))
-    return x1, y1, x2, y2
+    return _clip(row["x1"], row["y1"], row["x2"], row["y2"], w, h)
+
+
+def _clip(x1: float, y1: float, x2: float, y2: float, w: int, h: int) -> tuple[int, int, int, int]:
+    return max(0, int(x1)), max(0, int(y1)), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
+
+
+def appearance_vectors(
+    image_bgr: np.ndarray, boxes: Iterable[tuple[float, float, float, float]]
+) -> list[np.ndarray | None]:
+    """The appearance vector of each box of one full-resolution BGR frame (None: too small to embed).
+
+    The one place both embed (decoding) and detect_track (while its frame is in memory) compute them.
+    """
+    boxes = list(boxes)
+    if not boxes:
+        return []
+    h, w = image_bgr.shape[:2]
+    pitch = pitch_colour(image_bgr)
+    out: list[np.ndarray | None] = []
+    for box in boxes:
+        x1, y1, x2, y2 = _clip(*box, w, h)
+        ok = x2 - x1 >= 4 and y2 - y1 >= 8
+        out.append(appearance_vector(image_bgr[y1:y2, x1:x2], pitch) if ok else None)
+    return out
 
 
 def embed_frames(
@@ -333,15 +358,11 @@ def embed_frames(
         rows = by_frame.get(index)
         if not rows:
             continue
-        h, w = image.shape[:2]
         if params.kind == "appearance":
-            pitch = pitch_colour(image)
-            for row in rows:
-                x1, y1, x2, y2 = _clip_box(row, w, h)
-                if x2 - x1 < 4 or y2 - y1 < 8:
-                    continue
-                vector = appearance_vector(image[y1:y2, x1:x2], pitch)
-                out.append(_row(angle, row, index, "appearance", vector, None))
+            boxes = [(row["x1"], row["y1"], row["x2"], row["y2"]) for row in rows]
+            for row, vector in zip(rows, appearance_vectors(image, boxes), strict=True):
+                if vector is not None:
+                    out.append(_row(angle, row, index, "appearance", vector, None))
         else:
             out.extend(_face_rows(image, rows, params, angle, index))
     return pl.DataFrame(out, schema=polars_schema("embeddings"))
@@ -402,10 +423,7 @@ def embed_video(
     end_s: float = float("inf"),
 ) -> pl.DataFrame:
     """Embeddings of one angle's tracks in ``[start_s, end_s)`` (one chunk): decode once, embed samples."""
-    rows = tracks.filter(
-        (pl.col("angle") == angle) & (pl.col("time_s") >= start_s - 1e-6) & (pl.col("time_s") < end_s - 1e-6)
-    )
-    samples = select_samples(rows, params)
+    samples = select_samples(_chunk_rows(tracks, angle, start_s, end_s), params)
     frames = iter_frames(
         path,
         samples["frame"].to_list(),
@@ -416,6 +434,56 @@ def embed_video(
     table = embed_frames(frames, samples, params, angle=angle)
     validate_table("embeddings", table)
     return table
+
+
+def _chunk_rows(tracks: pl.DataFrame, angle: str, start_s: float, end_s: float) -> pl.DataFrame:
+    return tracks.filter(
+        (pl.col("angle") == angle) & (pl.col("time_s") >= start_s - 1e-6) & (pl.col("time_s") < end_s - 1e-6)
+    )
+
+
+APPEARANCE_KEY: Final = ("angle", "frame", "x1", "y1", "x2", "y2")
+"""A track row finds its detection's vector by its exact box: stitch copies detect_track's boxes unchanged."""
+
+
+def embed_from_appearance(
+    path: str,
+    tracks: pl.DataFrame,
+    appearance: pl.DataFrame,
+    params: EmbedParams,
+    *,
+    angle: str,
+    start_s: float = 0.0,
+    end_s: float = float("inf"),
+) -> tuple[pl.DataFrame, int]:
+    """Games: :func:`embed_video`'s table, read from detect_track's appearance parts instead of decoding.
+
+    Returns the table and how many samples had no row in ``appearance`` (a part missing or written by
+    older code): only those are decoded, so the table is the same either way.
+    """
+    samples = select_samples(_chunk_rows(tracks, angle, start_s, end_s), params)
+    key = list(APPEARANCE_KEY)
+    vectors = appearance.select(*key, "vector").unique(subset=key, keep="first")
+    joined = samples.join(vectors, on=key, how="left")
+    missing = joined.filter(pl.col("vector").is_null()).drop("vector")
+    found = joined.filter(pl.col("vector").list.len() > 0).select(
+        "angle",
+        "track_id",
+        "frame",
+        kind=pl.lit("appearance"),
+        vector="vector",
+        face_x1=pl.lit(None),
+        face_y1=pl.lit(None),
+        face_x2=pl.lit(None),
+        face_y2=pl.lit(None),
+    )
+    table = found.cast(polars_schema("embeddings"))
+    if not missing.is_empty():
+        frames = iter_frames(path, missing["frame"].to_list(), start_s=start_s, fast=params.fast_decode)
+        table = pl.concat([table, embed_frames(frames, missing, params, angle=angle)])
+    table = table.sort("frame", "track_id")  # embed_video's order: decode order, then samples' order
+    validate_table("embeddings", table)
+    return table, missing.height
 
 
 # --- the stage -------------------------------------------------------------------------------------
@@ -435,10 +503,28 @@ def embed_task(ref: RunRef, chunk: Chunk, params: EmbedParams) -> ArtifactRef:
         return artifacts.part_ref(ref, "embeddings", chunk.index)
     tracks = pl.from_arrow(artifacts.read_table(ref, "tracks"))
     assert isinstance(tracks, pl.DataFrame)
-    table = embed_video(
-        chunk.path, tracks, params, angle=chunk.angle, start_s=chunk.start_s, end_s=chunk.end_s
-    )
+    angle, start_s, end_s = chunk.angle, chunk.start_s, chunk.end_s
+    if params.kind == "face":  # faces need pixels
+        table = embed_video(chunk.path, tracks, params, angle=angle, start_s=start_s, end_s=end_s)
+    else:
+        appearance = read_appearance(artifacts, ref, chunk)
+        table, _ = embed_from_appearance(
+            chunk.path, tracks, appearance, params, angle=angle, start_s=start_s, end_s=end_s
+        )
     return artifacts.write_part(ref, "embeddings", chunk.index, table)
+
+
+def read_appearance(artifacts: ArtifactStore, ref: RunRef, chunk: Chunk) -> pl.DataFrame:
+    """detect_track's appearance rows that can hold this chunk's track boxes: stitch gives the frames of the
+    overlap to the chunk before, so that chunk's part is read too (chunk indices are consecutive
+    within an angle)."""
+    frames = [
+        as_frame(artifacts.read_part(ref, "appearance", index))
+        for index in (chunk.index - 1, chunk.index)
+        if index >= 0 and artifacts.has_part(ref, "appearance", index)
+    ]
+    empty = pl.DataFrame(schema=polars_schema("appearance"))
+    return pl.concat([empty, *frames]).filter(pl.col("angle") == chunk.angle)
 
 
 @task(name="embed-collect", retries=2, retry_delay_seconds=1, retry_condition_fn=retry_transient)

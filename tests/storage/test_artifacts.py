@@ -25,6 +25,7 @@ from infra.settings import Settings
 from storage.artifacts import ARTIFACT_FILES, ArtifactStore, Manifest, RunRef
 from storage.schemas import (
     ARTIFACT_SCHEMA_VERSION,
+    PART_ONLY_TABLES,
     PARTITION_COLUMNS,
     SCHEMAS,
     TABLE_VERSIONS,
@@ -111,6 +112,15 @@ def sample(name: str, n: int = 3, tag: int = 0) -> pl.DataFrame:
                 "intervals": [[{"start_s": 0.0, "end_s": 10.0}, {"start_s": 37.5, "end_s": 40.0}]] * (n - 1)
                 + [[]],
                 "preset": ["default"] * n,
+            }
+        )
+    if name == "appearance":
+        return pl.DataFrame(
+            {
+                "angle": ["left"] * n,
+                "frame": frames,
+                **box,
+                "vector": [[0.1 * tag] * 29] * (n - 1) + [[]],  # empty: a box too small to embed
             }
         )
     if name == "validation":
@@ -226,7 +236,10 @@ def test_no_pinned_schema_holds_a_partition_column() -> None:
 # --- round-trips ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [t.value for t in Table])
+RUN_TABLES = [t for t in Table if t not in PART_ONLY_TABLES]
+
+
+@pytest.mark.parametrize("name", [t.value for t in RUN_TABLES])
 @pytest.mark.parametrize("flavour", ["polars", "pyarrow"])
 def test_every_table_round_trips_with_its_pinned_schema(
     store: ArtifactStore, name: str, flavour: str
@@ -242,10 +255,28 @@ def test_every_table_round_trips_with_its_pinned_schema(
     assert pl.from_arrow(back).equals(frame.cast(dict(pl.from_arrow(back).schema)))  # type: ignore[union-attr,arg-type]
 
 
-@pytest.mark.parametrize("name", [t.value for t in Table])
+@pytest.mark.parametrize("name", [t.value for t in RUN_TABLES])
 def test_an_empty_table_round_trips(store: ArtifactStore, name: str) -> None:
     store.write_table(REF, name, empty_table(name))
     assert store.read_table(REF, name).num_rows == 0
+
+
+def test_the_appearance_table_lives_only_as_pinned_per_chunk_parts(store: ArtifactStore) -> None:
+    frame = sample("appearance", n=4, tag=3)
+
+    written = store.write_part(REF, "appearance", 2, frame)
+    back = store.read_part(REF, "appearance", 2)
+
+    assert written.rows == 4 and written.version == TABLE_VERSIONS[Table.appearance]
+    assert back.schema.equals(SCHEMAS[Table.appearance], check_metadata=True)
+    assert back.column("vector").to_pylist()[-1] == []
+    assert store.part_ref(REF, "appearance", 2).path == written.path
+    assert "appearance" not in ARTIFACT_FILES  # not a run's file: no listing or download offers it
+    with pytest.raises(SchemaMismatch, match="per chunk"):
+        store.write_table(REF, "appearance", frame)
+    assert not store.exists(REF, "detections")
+    store.delete_parts(REF, "appearance")
+    assert not store.has_part(REF, "appearance", 2)
 
 
 def test_a_table_can_be_written_from_batches(store: ArtifactStore) -> None:
@@ -641,7 +672,7 @@ def test_update_manifest_refuses_unknown_and_fixed_fields(store: ArtifactStore) 
 
 
 def test_memory_backend_does_the_whole_cycle(memory_store: ArtifactStore) -> None:
-    for name in Table:
+    for name in RUN_TABLES:
         memory_store.write_table(REF, name, sample(name.value))
     memory_store.write_json(REF, "breakdown", {"players": 22})
     memory_store.write_bytes(REF, "screentime.csv", b"identity_id,seconds\n1,12.5\n")

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import polars as pl
 import pytest
 
+from infra.synth import SynthClip
+from storage.artifacts import ArtifactStore, RunRef
 from storage.schemas import validate_table
+from tasks.common import as_frame
+from tasks.detect_track import DetectParams, detect_track_task
 from tasks.embed import (
     APPEARANCE_DIM,
     APPEARANCE_LAYOUT,
     FACE_DIM,
     EmbedParams,
     appearance_vector,
+    embed_from_appearance,
+    embed_task,
+    embed_video,
     grass_mask,
     iter_frames,
     pitch_colour,
+    read_appearance,
     select_samples,
 )
+from tasks.ingest import plan_chunks, probe_video
+from tasks.stitch import stitch_task
 from tests.fixtures.identities import EpisodeCase, GameCase
 
 GRASS = (58, 128, 48)  # BGR of the synthetic pitch
@@ -142,3 +155,60 @@ def test_empty_tracks_give_an_empty_table(kind: str, identity_game: GameCase) ->
     table = embed_video(str(identity_game.clip.video_path), empty, params, angle="main")
     assert table.height == 0
     validate_table("embeddings", table)
+
+
+def test_game_embed_reads_detect_tracks_appearance_parts_and_equals_decoding(
+    game_clip: SynthClip, settings_env: Path
+) -> None:
+    store = ArtifactStore.from_settings()
+    ref = RunRef("acme", "e" * 24, "r" * 24)
+    path = str(game_clip.video_path)
+    chunks = plan_chunks(probe_video(game_clip.video_path, angle="main"), 1.0, 0.6)
+    assert len(chunks) == 3  # two overlaps: their frames' boxes come from the chunk before
+    for chunk in chunks:
+        detect_track_task.fn(ref, chunk, DetectParams(analysis_fps=5.0))
+    stitch_task.fn(ref, chunks)
+    tracks = as_frame(store.read_table(ref, "tracks"))
+    params = EmbedParams()
+    total = 0
+    for chunk in chunks:
+        window: dict[str, Any] = {"angle": "main", "start_s": chunk.start_s, "end_s": chunk.end_s}
+        decoded = embed_video(path, tracks, params, **window)  # the path games took before
+        parts = read_appearance(store, ref, chunk)
+        from_parts, undecoded = embed_from_appearance(path, tracks, parts, params, **window)
+        assert undecoded == 0  # every sample found its vector: no frame was decoded
+        assert from_parts.equals(decoded)  # same rows, same order, bit-identical vectors
+        written = embed_task.fn(ref, chunk, params)
+        assert as_frame(store.read_part(ref, "embeddings", chunk.index)).equals(decoded)
+        assert written.rows == decoded.height
+        total += decoded.height
+    assert total > 20
+    # without parts (a run written by older code) every sample is decoded, with the same result
+    first = chunks[0]
+    empty = parts.head(0)
+    fallback, undecoded = embed_from_appearance(
+        path, tracks, empty, params, angle="main", start_s=first.start_s, end_s=first.end_s
+    )
+    assert undecoded == fallback.height > 0
+    assert fallback.equals(embed_video(path, tracks, params, angle="main", start_s=0.0, end_s=first.end_s))
+
+
+def test_a_resumed_detect_track_keeps_its_appearance_part_and_rewrites_a_missing_one(
+    game_clip: SynthClip, settings_env: Path
+) -> None:
+    store = ArtifactStore.from_settings()
+    ref = RunRef("acme", "e" * 24, "s" * 24)
+    chunk = plan_chunks(probe_video(game_clip.video_path, angle="main"), 1.0, 0.6)[0]
+    params = DetectParams(analysis_fps=5.0)
+    detect_track_task.fn(ref, chunk, params)
+    detections = as_frame(store.read_part(ref, "detections", chunk.index))
+    appearance = as_frame(store.read_part(ref, "appearance", chunk.index))
+    assert appearance.height == detections.height > 0  # one row per detection
+    assert set(appearance["vector"].list.len()) <= {0, APPEARANCE_DIM}
+    part = Path(store.part_ref(ref, "appearance", chunk.index).path.removeprefix("file://"))
+    written_at = part.stat().st_mtime_ns
+    detect_track_task.fn(ref, chunk, params)  # a resumed run: both parts on disk, nothing recomputed
+    assert part.stat().st_mtime_ns == written_at
+    part.unlink()  # a part lost (e.g. a run from before the parts existed): detect_track writes it again
+    detect_track_task.fn(ref, chunk, params)
+    assert as_frame(store.read_part(ref, "appearance", chunk.index)).equals(appearance)
