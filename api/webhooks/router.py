@@ -169,7 +169,11 @@ webhooks = APIRouter()
     "breakdownRunStatus",
     summary="A breakdown run changed status",
     operation_id="breakdownRunStatusWebhook",
-    responses={200: {"description": "Any 2xx acknowledges the delivery; anything else is retried."}},
+    responses={
+        200: {"description": "Any 2xx acknowledges the delivery; anything else is retried."},
+        # named so FastAPI does not document its own request-validation error for a payload we send
+        422: {"description": "Like any other non-2xx answer: the delivery is retried."},
+    },
 )
 def breakdown_run_status(body: BreakdownRunWebhook) -> None:
     """POSTed to every endpoint subscribed to the new status (see ``POST /v1/webhooks``). Verify the

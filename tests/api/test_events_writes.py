@@ -336,7 +336,8 @@ def test_only_manual_runs_of_the_caller_take_an_upload(
 def test_a_file_link_expires_and_a_forged_one_is_refused(
     api_server_factory: ApiServerFactory, api_settings: Any, jwt_token: str, two_angles: list[Path]
 ) -> None:
-    server = api_server_factory(tweak_settings(api_settings, api={"link_ttl_s": 1}))
+    # long enough for a loaded CI machine to use a fresh link, short enough to wait out
+    server = api_server_factory(tweak_settings(api_settings, api={"link_ttl_s": 5}))
     with server.client(jwt_token) as client:
         run = start(client, new_event(client, two_angles)["_id"], mode="manual").json()
         link = upload(client, run, b'{"a": 1}').json()["fileUrl"]
@@ -345,7 +346,7 @@ def test_a_file_link_expires_and_a_forged_one_is_refused(
         forged = f"{server.url}/v1/files/{token[:-4]}AAAA"
         envelope(httpx.get(forged, timeout=10), 401, "unauthorized")
         envelope(httpx.get(f"{server.url}/v1/files/garbage", timeout=10), 401, "unauthorized")
-        time.sleep(2.1)
+        time.sleep(6.1)
         assert "expired" in envelope(httpx.get(link, timeout=10), 401, "unauthorized")
         fresh = client.get(f"/v1/events/{run['eventId']}/breakdown-runs/{run['_id']}").json()["fileUrl"]
         assert fresh != link and httpx.get(fresh, timeout=10).json() == {"a": 1}
