@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Crashed, Pending, Running, Scheduled
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from flows.status import reconcile_once
 from storage.db import init_db, session_scope
@@ -26,18 +26,23 @@ def _probe() -> None:
     """Only its flow runs are used: created through the API, never executed."""
 
 
+def _event(session: Session, title: str) -> Event:
+    """An event of tenant ``acme`` (created on first use)."""
+    if session.get(Tenant, "acme") is None:
+        create_tenant(session, tenant_id="acme", name="Acme")
+    return create_event(
+        session,
+        tenant_id="acme",
+        kind=EventKind.game,
+        sport="soccer",
+        title=title,
+        sources=[{"angle": "main", "uri": "/x.mp4"}],
+    )
+
+
 def _processing_run(flow_run_id: str) -> str:
     with session_scope() as session:
-        if session.get(Tenant, "acme") is None:
-            create_tenant(session, tenant_id="acme", name="Acme")
-        event = create_event(
-            session,
-            tenant_id="acme",
-            kind=EventKind.game,
-            sport="soccer",
-            title="t",
-            sources=[{"angle": "main", "uri": "/x.mp4"}],
-        )
+        event = _event(session, "t")
         run, _ = create_run(session, tenant_id="acme", event_id=event.id, job_type=JobType.breakdown)
         transition_run(session, run_id=run.id, status=RunStatus.processing, flow_run_id=flow_run_id)
         return run.id
@@ -97,16 +102,7 @@ def test_a_queued_run_prefect_refused_is_handed_over_again_once(
 
     init_db()
     with session_scope() as session:
-        if session.get(Tenant, "acme") is None:
-            create_tenant(session, tenant_id="acme", name="Acme")
-        event = create_event(
-            session,
-            tenant_id="acme",
-            kind=EventKind.game,
-            sport="soccer",
-            title="stranded",
-            sources=[{"angle": "main", "uri": "/x.mp4"}],
-        )
+        event = _event(session, "stranded")
         stranded = create_run(session, tenant_id="acme", event_id=event.id).run.id
         manual = create_run(session, tenant_id="acme", event_id=event.id, mode=RunMode.manual).run.id
     calls: list[str] = []
@@ -152,16 +148,7 @@ def test_a_run_waiting_in_a_long_backlog_is_left_queued(settings_env: Path, pref
                 return str((await client.create_flow_run(_probe, state=Scheduled())).id)
 
         with session_scope() as session:
-            if session.get(Tenant, "acme") is None:
-                create_tenant(session, tenant_id="acme", name="Acme")
-            event = create_event(
-                session,
-                tenant_id="acme",
-                kind=EventKind.game,
-                sport="soccer",
-                title="backlog",
-                sources=[{"angle": "main", "uri": "/x.mp4"}],
-            )
+            event = _event(session, "backlog")
             run_id = create_run(session, tenant_id="acme", event_id=event.id).run.id
         from flows.status import attach_flow_run
 
