@@ -741,6 +741,31 @@ def claim_due_deliveries(
     return claimed
 
 
+def delivery_attempts(
+    session: Session, delivery_ids: Sequence[str]
+) -> dict[str, list[WebhookDeliveryAttempt]]:
+    """Every attempt of each delivery in ``delivery_ids``, oldest first, in one query."""
+    attempts: dict[str, list[WebhookDeliveryAttempt]] = {i: [] for i in delivery_ids}
+    if attempts:
+        for attempt in session.exec(
+            select(WebhookDeliveryAttempt)
+            .where(col(WebhookDeliveryAttempt.delivery_id).in_(list(attempts)))
+            .order_by(col(WebhookDeliveryAttempt.delivery_id), col(WebhookDeliveryAttempt.attempt))
+        ).all():
+            attempts[attempt.delivery_id].append(attempt)
+    return attempts
+
+
+def requeue_delivery(session: Session, delivery: WebhookDelivery, *, now: datetime | None = None) -> None:
+    """One more attempt of ``delivery``, due now: a delivered or dead one is sent once more (with the
+    same ``webhook-id``); a pending or failing one just stops waiting for its backoff."""
+    if delivery.status in (DeliveryStatus.delivered, DeliveryStatus.dead):
+        delivery.status = DeliveryStatus.pending
+    delivery.next_attempt_at = now or utc_now()
+    session.add(delivery)
+    session.flush()
+
+
 def record_delivery_attempt(
     session: Session,
     *,

@@ -581,31 +581,17 @@ def list_deliveries(session: Session, *, run: Run, delivery_id: str | None = Non
     if delivery_id is not None:
         query = query.where(WebhookDelivery.id == delivery_id)
     rows = session.exec(query).all()
-    ids = [delivery.id for delivery, _ in rows]
-    attempts: dict[str, list[WebhookDeliveryAttempt]] = {i: [] for i in ids}
-    if ids:
-        for attempt in session.exec(
-            select(WebhookDeliveryAttempt)
-            .where(col(WebhookDeliveryAttempt.delivery_id).in_(ids))
-            .order_by(col(WebhookDeliveryAttempt.delivery_id), col(WebhookDeliveryAttempt.attempt))
-        ).all():
-            attempts[attempt.delivery_id].append(attempt)
+    attempts = repo.delivery_attempts(session, [delivery.id for delivery, _ in rows])
     return [_delivery_out(delivery, url, attempts[delivery.id]) for delivery, url in rows]
 
 
 def redeliver(session: Session, *, run: Run, delivery_id: str) -> Delivery:
     """Queue one more attempt of a delivery, due now (a delivered or dead one is sent once more)."""
-    found = list_deliveries(session, run=run, delivery_id=delivery_id)
-    if not found:
+    delivery = session.exec(
+        select(WebhookDelivery).where(WebhookDelivery.id == delivery_id, WebhookDelivery.run_id == run.id)
+    ).first()
+    if delivery is None:
         raise NotFound(f"delivery {delivery_id} not found")
-    values: dict[str, Any] = {"next_attempt_at": utc_now()}
-    if found[0].status in ("delivered", "dead"):
-        values["status"] = DeliveryStatus.pending
-    session.exec(
-        sa.update(WebhookDelivery)
-        .where(col(WebhookDelivery.id) == delivery_id)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    repo.requeue_delivery(session, delivery)
     session.commit()
     return list_deliveries(session, run=run, delivery_id=delivery_id)[0]

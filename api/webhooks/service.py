@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -31,7 +30,6 @@ from storage.models import (
     RunStatus,
     WebhookDelivery,
     WebhookSubscription,
-    utc_now,
 )
 from storage.models import (
     WebhookDeliveryAttempt as AttemptRow,
@@ -135,7 +133,8 @@ def list_deliveries(
         .offset(skip)
         .limit(limit)
     ).all()
-    return [_log(row, attempts) for row, attempts in zip(rows, _attempts(session, rows), strict=True)]
+    attempts = repo.delivery_attempts(session, [row.id for row in rows])
+    return [_log(row, attempts[row.id]) for row in rows]
 
 
 def redeliver(session: Session, *, tenant_id: str, endpoint_id: str, delivery_id: str) -> WebhookDeliveryLog:
@@ -151,24 +150,9 @@ def redeliver(session: Session, *, tenant_id: str, endpoint_id: str, delivery_id
     ).first()
     if delivery is None:
         raise NotFound(f"delivery {delivery_id} not found")
-    if delivery.status in (DeliveryStatus.delivered, DeliveryStatus.dead):
-        delivery.status = DeliveryStatus.pending
-    delivery.next_attempt_at = utc_now()
-    session.add(delivery)
+    repo.requeue_delivery(session, delivery)
     session.commit()
-    return _log(delivery, _attempts(session, [delivery])[0])
-
-
-def _attempts(session: Session, rows: Sequence[WebhookDelivery]) -> list[list[AttemptRow]]:
-    by_id: dict[str, list[AttemptRow]] = {row.id: [] for row in rows}
-    if by_id:
-        for attempt in session.exec(
-            select(AttemptRow)
-            .where(col(AttemptRow.delivery_id).in_(list(by_id)))
-            .order_by(sa.asc(col(AttemptRow.delivery_id)), col(AttemptRow.attempt))
-        ).all():
-            by_id[attempt.delivery_id].append(attempt)
-    return [by_id[row.id] for row in rows]
+    return _log(delivery, repo.delivery_attempts(session, [delivery.id])[delivery.id])
 
 
 def _log(delivery: WebhookDelivery, attempts: Sequence[AttemptRow]) -> WebhookDeliveryLog:
