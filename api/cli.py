@@ -9,7 +9,7 @@ from api.keys_cli import keys_app
 from api.run_cli import demo, run
 from api.serve_cli import dispatcher, serve
 from api.synth_cli import synth
-from api.train_cli import train_detector
+from api.train_cli import quantize_detector, train_detector
 from api.up_cli import reconcile, serve_flows, up
 from infra.version import code_version
 
@@ -33,6 +33,7 @@ app.command("synth")(synth)
 app.command("run")(run)
 app.command("demo")(demo)
 app.command("train-detector")(train_detector)
+app.command("quantize-detector")(quantize_detector)
 app.command("up")(up)
 app.command("serve-flows")(serve_flows)
 app.command("reconcile")(reconcile)

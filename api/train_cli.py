@@ -1,4 +1,5 @@
-"""`filmroom train-detector`: retrain the bundled person detector on synthetic footage, by seed."""
+"""`filmroom train-detector` (retrain the bundled person detector on synthetic footage, by seed) and
+`filmroom quantize-detector` (its int8 build)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import typer
 from rich.console import Console
 
 from tasks.detector import MODELS_DIR
+from tasks.quantize import QuantizeConfig
+from tasks.quantize import quantize_detector as quantize
 from tasks.training import TrainConfig, train
 
 console = Console()
@@ -28,4 +31,18 @@ def train_detector(
     """Train YOLO11n from scratch on synthetic frames; report mAP50-95 on held-out matches."""
     config = TrainConfig(seed=seed, train_clips=train_clips, frames_per_clip=frames_per_clip, epochs=epochs)
     report = train(config, workdir, out)
+    console.print_json(json.dumps(report))
+
+
+def quantize_detector(
+    workdir: Annotated[
+        Path, typer.Option(help="Scratch folder for the held-out matches and validation runs.")
+    ] = Path("var/quantize"),
+    models: Annotated[Path, typer.Option(help="Folder with <name>.onnx; the int8 build goes beside it.")] = (
+        MODELS_DIR
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the calibration matches.")] = 0,
+) -> None:
+    """Build the int8 detector from the float ONNX export; report mAP50-95 of both on held-out matches."""
+    report = quantize(QuantizeConfig(seed=seed), workdir, models)
     console.print_json(json.dumps(report))
