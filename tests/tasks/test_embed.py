@@ -23,6 +23,7 @@ from tasks.embed import (
     embed_from_appearance,
     embed_task,
     embed_video,
+    face_descriptors,
     grass_mask,
     iter_frames,
     pitch_colour,
@@ -134,6 +135,22 @@ def test_faces_of_one_cast_member_are_close_and_of_two_far(identity_episode: Epi
     assert same.max() < 0.35
     assert other.min() > 0.55
     assert identity_episode.tracks["cast_id"].null_count() == 0  # every tracked face is a cast member
+
+
+def test_the_onnx_face_resnet_gives_dlibs_descriptors(identity_episode: EpisodeCase) -> None:
+    """onnxruntime runs dlib's own ResNet weights: the same vectors (same-person faces are < 0.6 apart)."""
+    frames = identity_episode.tracks["frame"].unique().sort()[:40:8].to_list()
+    tracks = identity_episode.tracks.filter(pl.col("frame").is_in(frames))
+    path = str(identity_episode.clip.video_path)
+    compared = 0
+    for index, image in iter_frames(path, tracks["frame"].to_list(), rgb=True):
+        boxes = tracks.filter(pl.col("frame") == index).select("x1", "y1", "x2", "y2").rows()
+        fast = face_descriptors(image, boxes)
+        reference = face_descriptors(image, boxes, engine="dlib")
+        assert fast.shape == reference.shape == (len(boxes), FACE_DIM)
+        assert np.abs(fast - reference).max() < 1e-4
+        compared += len(boxes)
+    assert compared >= 5
 
 
 def test_episode_tracks_never_span_a_cut(identity_episode: EpisodeCase) -> None:
