@@ -20,10 +20,11 @@ from scipy.optimize import linear_sum_assignment
 from infra.synth import GameSpec, SynthClip, render_game
 from infra.synth.spec import AngleSpec, CameraPreset
 from tasks.cluster import cluster_tracks
-from tasks.detect_track import DetectParams, detect_track_chunk
+from tasks.detect_track import DetectParams, detect_track_appearance
 from tasks.embed import EmbedParams, embed_video
 from tasks.evaluate import TrackingScores, evaluate_tracks, iou_matrix
 from tasks.ingest import Chunk, plan_chunks, probe_video
+from tasks.link import LinkParams
 from tasks.stitch import stitch, tracks_table
 
 QUALITY_SET: tuple[GameSpec, ...] = (
@@ -77,18 +78,25 @@ class ClipScores:
     identity: IdentityScores | None = None
 
 
-def track_whole(video: Path, params: DetectParams) -> pl.DataFrame:
+def track_whole(video: Path, params: DetectParams, link: LinkParams | None = LinkParams()) -> pl.DataFrame:
+    """The clip tracked in one piece, then stitched (and linked, as a run's stitch does)."""
     whole = Chunk(index=0, angle="main", path=str(video), start_s=0.0, end_s=1e9, decode_end_s=1e9)
-    table, _ = detect_track_chunk(whole, params)
-    return stitch([whole], [table])
+    table, appearance, _ = detect_track_appearance(whole, params)
+    return stitch([whole], [table], [appearance], link)
 
 
 def track_chunked(
-    video: Path, params: DetectParams, chunk_s: float, overlap_s: float
+    video: Path,
+    params: DetectParams,
+    chunk_s: float,
+    overlap_s: float,
+    link: LinkParams | None = LinkParams(),
 ) -> tuple[pl.DataFrame, int]:
+    """The clip tracked in chunks, then stitched (and linked); also the number of chunks."""
     chunks = plan_chunks(probe_video(video), chunk_s, overlap_s)
-    tables = [detect_track_chunk(c, params)[0] for c in chunks]
-    return stitch(chunks, tables), len(chunks)
+    results = [detect_track_appearance(c, params) for c in chunks]
+    tables, appearance = [r[0] for r in results], [r[1] for r in results]
+    return stitch(chunks, tables, appearance, link), len(chunks)
 
 
 def identity_tracks(tracks: pl.DataFrame, identities: pl.DataFrame) -> pl.DataFrame:

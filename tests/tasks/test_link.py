@@ -1,0 +1,126 @@
+"""link: a player's track fragments are joined across short gaps, and only when the jump and kit fit."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+
+from storage.schemas import polars_schema
+from tasks.detect_track import DETECTION_COLUMNS
+from tasks.embed import APPEARANCE_DIM
+from tasks.ingest import Chunk
+from tasks.link import LinkParams, link_tracks
+from tasks.stitch import stitch
+
+FPS = 5.0
+RED = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0)  # shirt and shorts CIELAB
+BLUE = (40.0, 10.0, -50.0, 90.0, 0.0, 0.0)
+
+
+def _rows(
+    local: int | None, frames: range, x: float, dx: float = 4.0, chunk: int = 0, track: int | None = None
+) -> list[dict[str, object]]:
+    return [
+        {
+            "angle": "main",
+            "chunk": chunk,
+            "frame": f,
+            "time_s": f / FPS,
+            "x1": x + dx * f,
+            "y1": 100.0,
+            "x2": x + dx * f + 30,
+            "y2": 180.0,
+            "conf": 0.9,
+            "cls": 0,
+            "local_track_id": local,
+            "track_id": track,
+        }
+        for f in frames
+    ]
+
+
+def _table(rows: list[dict[str, object]]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema={**DETECTION_COLUMNS, "track_id": pl.Int64})
+
+
+def _appearance(detections: pl.DataFrame, kit_of: Mapping[int, tuple[float, ...]]) -> pl.DataFrame:
+    """One appearance row per detection, its kit chosen by the row's local track id."""
+    rows = [
+        {
+            **{k: row[k] for k in ("angle", "frame", "x1", "y1", "x2", "y2")},
+            "vector": list(kit_of[row["local_track_id"]]) + [0.0] * (APPEARANCE_DIM - 6),
+        }
+        for row in detections.iter_rows(named=True)
+    ]
+    return pl.DataFrame(rows, schema=polars_schema("appearance"))
+
+
+def _ids(out: pl.DataFrame, frames: range) -> list[int]:
+    return out.filter(pl.col("frame").is_in(list(frames)))["track_id"].unique().to_list()
+
+
+def test_a_player_missed_for_a_second_keeps_his_track_id() -> None:
+    # track 1 runs to frame 19, the same player is picked up again at frame 25 on the same path
+    detections = _table(_rows(1, range(0, 20), 0, track=1) + _rows(2, range(25, 50), 0, track=2))
+    out = link_tracks(detections, _appearance(detections, {1: RED, 2: RED}))
+    assert out["track_id"].unique().to_list() == [1]
+
+
+def test_a_jump_too_far_for_the_gap_is_not_linked() -> None:
+    detections = _table(_rows(1, range(0, 20), 0, track=1) + _rows(2, range(25, 50), 400, track=2))
+    out = link_tracks(detections, _appearance(detections, {1: RED, 2: RED}))
+    assert sorted(out["track_id"].unique().to_list()) == [1, 2]
+
+
+def test_a_gap_longer_than_the_limit_is_not_linked() -> None:
+    gap_frames = round((LinkParams().max_gap_s + 1) * FPS)
+    detections = _table(
+        _rows(1, range(0, 20), 0, dx=0, track=1) + _rows(2, range(20 + gap_frames, 60), 0, dx=0, track=2)
+    )
+    out = link_tracks(detections, _appearance(detections, {1: RED, 2: RED}))
+    assert sorted(out["track_id"].unique().to_list()) == [1, 2]
+
+
+def test_a_track_in_another_kit_is_not_linked() -> None:
+    detections = _table(_rows(1, range(0, 20), 0, track=1) + _rows(2, range(25, 50), 0, track=2))
+    out = link_tracks(detections, _appearance(detections, {1: RED, 2: BLUE}))
+    assert sorted(out["track_id"].unique().to_list()) == [1, 2]
+
+
+def test_two_players_reappearing_are_each_linked_to_their_own_track() -> None:
+    # two red players 150 px apart both lost at frame 19; each comes back on his own path
+    detections = _table(
+        _rows(1, range(0, 20), 0, track=1)
+        + _rows(2, range(0, 20), 150, track=2)
+        + _rows(3, range(24, 50), 150, track=3)
+        + _rows(4, range(25, 50), 0, track=4)
+    )
+    out = link_tracks(detections, _appearance(detections, {k: RED for k in (1, 2, 3, 4)}))
+    assert _ids(out.filter(pl.col("x1") < 120 + 4 * pl.col("frame")), range(50)) == [1]
+    assert _ids(out.filter(pl.col("x1") >= 120 + 4 * pl.col("frame")), range(50)) == [2]
+
+
+def test_without_appearance_nothing_is_linked() -> None:
+    detections = _table(_rows(1, range(0, 20), 0, track=1) + _rows(2, range(25, 50), 0, track=2))
+    assert link_tracks(detections, None).equals(detections)
+
+
+def test_chunked_stitching_links_like_one_piece() -> None:
+    # the player is lost at frame 49 (chunk 0) and found again at frame 62, after the overlap [50, 60)
+    chunks = [
+        Chunk(index=0, angle="main", path="x", start_s=0.0, end_s=10.0, decode_end_s=12.0),
+        Chunk(index=1, angle="main", path="x", start_s=10.0, end_s=20.0, decode_end_s=20.0),
+    ]
+    whole_chunk = Chunk(index=0, angle="main", path="x", start_s=0.0, end_s=20.0, decode_end_s=20.0)
+    first = _table(_rows(1, range(0, 50), 0) + _rows(2, range(0, 60), 600, dx=0))
+    second = _table(_rows(1, range(62, 100), 0, chunk=1) + _rows(3, range(50, 100), 600, dx=0, chunk=1))
+    whole = _table(
+        _rows(1, range(0, 50), 0) + _rows(4, range(62, 100), 0) + _rows(2, range(0, 100), 600, dx=0)
+    )
+    kits = {1: RED, 2: BLUE, 3: BLUE, 4: RED}
+    chunked = stitch(chunks, [first, second], [_appearance(first, kits), _appearance(second, kits)])
+    one_piece = stitch([whole_chunk], [whole], [_appearance(whole, kits)])
+    for out in (chunked, one_piece):
+        assert out["track_id"].n_unique() == 2
+        assert out.filter(pl.col("x1") < 500)["track_id"].n_unique() == 1
