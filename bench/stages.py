@@ -15,6 +15,7 @@ so game embed is timed as a run does it: reading those vectors for the detected 
 stages after embed run on the ground-truth tracks (their embeddings decoded, untimed), for quality.
 
 Run:  .venv/bin/python bench/stages.py [--seconds 60] [--episode-seconds 60] [--cache DIR]
+      [--only game|episode] [--compare-dlib]
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import polars as pl
 
 from infra.synth import EpisodeSpec, GameSpec, SynthClip, render_episode, render_game
 from storage.artifacts import ArtifactStore, RunRef
 from tasks.cluster import cluster_tracks
-from tasks.embed import EmbedParams, embed_from_appearance, embed_video
+from tasks.embed import EmbedParams, embed_from_appearance, embed_video, face_resnet
 from tasks.episode_track import EpisodeTrackParams, episode_track_chunk
 from tasks.export import EventOut, RunOut, build_breakdown, export_breakdown
 from tasks.ingest import Chunk, probe_video
@@ -214,7 +216,7 @@ def _detect_track(
     return time.perf_counter() - started, detections, appearance, stats.extra["appearance_s"]
 
 
-def bench_episode(seconds: float, seed: int, cache: Path) -> None:
+def bench_episode(seconds: float, seed: int, cache: Path, *, compare_dlib: bool = False) -> None:
     spec = EpisodeSpec(name="bench", duration_s=seconds, cast_size=6, seed=seed)
     clip = cached_episode(spec, cache)
     truth = pl.read_parquet(clip.ground_truth_path)
@@ -227,11 +229,17 @@ def bench_episode(seconds: float, seed: int, cache: Path) -> None:
         timings, "episode_track", lambda: episode_track_chunk(chunk, EpisodeTrackParams(analysis_fps=FPS))
     )
     tracks = tracks_table(stitch([chunk], [detections]))
-    embeddings = timed(
-        timings,
-        "embed (faces)",
-        lambda: embed_video(str(clip.video_path), tracks, EmbedParams.for_faces(), angle="main"),
-    )
+    path, faces = str(clip.video_path), EmbedParams.for_faces()
+    timed(timings, "embed: face model (1/process)", face_resnet)  # built from dlib's .dat once per process
+    embeddings = timed(timings, "embed (faces)", lambda: embed_video(path, tracks, faces, angle="main"))
+    if compare_dlib:  # the same samples through dlib's own ResNet (how embed ran before), not counted
+        started = time.perf_counter()
+        reference = embed_video(path, tracks, faces, angle="main", engine="dlib")
+        gap = np.abs(np.asarray(reference["vector"].to_list()) - np.asarray(embeddings["vector"].to_list()))
+        print(
+            f"embed with dlib's ResNet: {time.perf_counter() - started:.2f} s for the same "
+            f"{embeddings.height} faces (largest difference {gap.max():.1e})"
+        )
     identities = timed(timings, "cluster", lambda: cluster_tracks(embeddings, tracks, event_kind="episode"))
     result = timed(
         timings,
@@ -242,7 +250,7 @@ def bench_episode(seconds: float, seed: int, cache: Path) -> None:
     )
     print(
         f"\nepisode: {seconds:.0f} s 1280x720, seed {seed}, cast of {spec.cast_size}, "
-        f"{tracks['track_id'].n_unique()} face tracks"
+        f"{tracks['track_id'].n_unique()} face tracks, {embeddings.height} faces embedded"
     )
     report("episode stages", timings, duration / 60, baseline="episode_track")
     labelled = label_faces(tracks, truth)
@@ -262,12 +270,18 @@ def main() -> None:
     parser.add_argument("--episode-seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--cache", type=Path, default=None, help="keep rendered footage here between runs")
+    parser.add_argument("--only", choices=("game", "episode"), default=None, help="bench one kind of event")
+    parser.add_argument(
+        "--compare-dlib", action="store_true", help="also time episode embed with dlib's own ResNet"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
-        bench_game(args.seconds, args.seed, cache, ArtifactStore(str(Path(tmp) / "artifacts")))
-        bench_episode(args.episode_seconds, args.seed, cache)
+        if args.only != "episode":
+            bench_game(args.seconds, args.seed, cache, ArtifactStore(str(Path(tmp) / "artifacts")))
+        if args.only != "game":
+            bench_episode(args.episode_seconds, args.seed, cache, compare_dlib=args.compare_dlib)
 
 
 if __name__ == "__main__":

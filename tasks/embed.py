@@ -28,6 +28,7 @@ samples' vectors from them by box (:func:`embed_from_appearance`).
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
 import re
 from collections.abc import Iterable, Iterator
@@ -458,18 +459,29 @@ def select_samples(tracks: pl.DataFrame, params: EmbedParams) -> pl.DataFrame:
 
 
 def iter_frames(
-    path: str, frames: Iterable[int], *, start_s: float = 0.0, rgb: bool = False, fast: bool = False
+    path: str,
+    frames: Iterable[int],
+    *,
+    start_s: float = 0.0,
+    rgb: bool = False,
+    fast: bool = False,
+    seek: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Decode ``path`` once, in order, and yield ``(frame index, BGR/RGB array)`` for the wanted frames.
 
     Frame indices follow detect_track's convention: ``round((pts_time - stream start) * fps)``.
     Decoding seeks to the keyframe before ``start_s``, stops after the last wanted frame, and skips
-    the unwanted frames no other frame refers to (:mod:`tasks.decoding`).
+    the unwanted frames no other frame refers to (:mod:`tasks.decoding`). With ``seek``, it also
+    jumps over every GOP that holds no wanted frame: to the keyframe before the next wanted frame
+    when that keyframe is ahead of the decoder (sparse samples in a clip with a keyframe at each
+    cut, as episodes are, decode a few frames per shot instead of every reference frame).
     """
     wanted = sorted(set(frames))
     if not wanted:
         return
     wanted_set = set(wanted)
+    keyframes = _keyframes(path, start_s, wanted[-1]) if seek else []
+    key_index = [index for index, _ in keyframes]
     with av.open(path) as container:
         stream = container.streams.video[0]
         if fast:
@@ -479,19 +491,38 @@ def iter_frames(
         grid = FrameGrid.of(stream)
         if start_s > 0 and grid.time_base:
             container.seek(int((start_s + grid.origin) / grid.time_base), stream=stream, backward=True)
-        want = iter(wanted)
-        target = next(want)
-        for pts, frame in decode_wanted(container, stream, wanted_set.__contains__, grid):
-            index = grid.index(pts)
-            while index > target:
-                target = next(want, -1)
-                if target < 0:
+        decoded = decode_wanted(container, stream, wanted_set.__contains__, grid)
+        position, frame = -1, None  # the last frame the decoder produced, and its index
+        for target in wanted:
+            key = bisect.bisect_right(key_index, target) - 1
+            if key >= 0 and key_index[key] > position + 1:
+                # the decoder reads on from the keyframe (PyAV flushes its buffers on a seek)
+                container.seek(keyframes[key][1], stream=stream, backward=True)
+            while position < target:
+                produced = next(decoded, None)
+                if produced is None:
                     return
-            if index == target:
-                yield index, frame.to_ndarray(format="rgb24" if rgb else "bgr24")
-                target = next(want, -1)
-                if target < 0:
-                    return
+                position, frame = grid.index(produced[0]), produced[1]
+            if position == target and frame is not None:
+                yield target, frame.to_ndarray(format="rgb24" if rgb else "bgr24")
+
+
+def _keyframes(path: str, start_s: float, last: int) -> list[tuple[int, int]]:
+    """(frame index, pts) of the keyframes from ``start_s`` to frame ``last`` (packets only: no decoding)."""
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        grid = FrameGrid.of(stream)
+        if start_s > 0 and grid.time_base:
+            container.seek(int((start_s + grid.origin) / grid.time_base), stream=stream, backward=True)
+        out: list[tuple[int, int]] = []
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            if grid.index(packet.pts) > last and packet.is_keyframe:
+                break
+            if packet.is_keyframe:
+                out.append((grid.index(packet.pts), packet.pts))
+        return sorted(out)
 
 
 def _clip_box(row: dict[str, Any], w: int, h: int) -> tuple[int, int, int, int]:
@@ -523,11 +554,17 @@ def appearance_vectors(
 
 
 def embed_frames(
-    frames: Iterable[tuple[int, np.ndarray]], samples: pl.DataFrame, params: EmbedParams, *, angle: str
+    frames: Iterable[tuple[int, np.ndarray]],
+    samples: pl.DataFrame,
+    params: EmbedParams,
+    *,
+    angle: str,
+    engine: Literal["onnx", "dlib"] = "onnx",
 ) -> pl.DataFrame:
     """Embeddings of ``samples`` (track rows of one angle) from decoded ``frames`` (pure but for models).
 
-    Frames must be BGR for appearance and RGB for faces (:func:`iter_frames`' ``rgb``).
+    Frames must be BGR for appearance and RGB for faces (:func:`iter_frames`' ``rgb``); ``engine``
+    runs the face ResNet (:func:`face_descriptors`).
     """
     by_frame: dict[int, list[dict[str, Any]]] = {}
     for row in samples.filter(pl.col("angle") == angle).iter_rows(named=True):
@@ -543,12 +580,17 @@ def embed_frames(
                 if vector is not None:
                     out.append(_row(angle, row, index, "appearance", vector, None))
         else:
-            out.extend(_face_rows(image, rows, params, angle, index))
+            out.extend(_face_rows(image, rows, params, angle, index, engine))
     return pl.DataFrame(out, schema=polars_schema("embeddings"))
 
 
 def _face_rows(
-    image: np.ndarray, rows: list[dict[str, Any]], params: EmbedParams, angle: str, index: int
+    image: np.ndarray,
+    rows: list[dict[str, Any]],
+    params: EmbedParams,
+    angle: str,
+    index: int,
+    engine: Literal["onnx", "dlib"],
 ) -> list[dict[str, Any]]:
     h, w = image.shape[:2]
     faces: list[tuple[dict[str, Any], tuple[float, float, float, float]]] = []
@@ -563,7 +605,7 @@ def _face_rows(
         if found:
             fx1, fy1, fx2, fy2, _ = max(found, key=lambda f: f[4])
             faces.append((row, (x1 + fx1, y1 + fy1, x1 + fx2, y1 + fy2)))
-    vectors = face_descriptors(image, [box for _, box in faces], params.face_jitter)
+    vectors = face_descriptors(image, [box for _, box in faces], params.face_jitter, engine=engine)
     return [
         _row(angle, row, index, "face", vector, box)
         for (row, box), vector in zip(faces, vectors, strict=True)
@@ -600,17 +642,19 @@ def embed_video(
     angle: str,
     start_s: float = 0.0,
     end_s: float = float("inf"),
+    engine: Literal["onnx", "dlib"] = "onnx",
 ) -> pl.DataFrame:
-    """Embeddings of one angle's tracks in ``[start_s, end_s)`` (one chunk): decode once, embed samples."""
+    """Embeddings of one angle's tracks in ``[start_s, end_s)`` (one chunk): decode once, embed samples.
+
+    Faces are a few samples per shot and episodes have a keyframe at each cut, so their decoding
+    seeks over the GOPs that hold no sample (:func:`iter_frames`' ``seek``; the same frames).
+    """
     samples = select_samples(_chunk_rows(tracks, angle, start_s, end_s), params)
+    faces = params.kind == "face"
     frames = iter_frames(
-        path,
-        samples["frame"].to_list(),
-        start_s=start_s,
-        rgb=params.kind == "face",
-        fast=params.fast_decode,
+        path, samples["frame"].to_list(), start_s=start_s, rgb=faces, fast=params.fast_decode, seek=faces
     )
-    table = embed_frames(frames, samples, params, angle=angle)
+    table = embed_frames(frames, samples, params, angle=angle, engine=engine)
     validate_table("embeddings", table)
     return table
 

@@ -137,6 +137,18 @@ def test_faces_of_one_cast_member_are_close_and_of_two_far(identity_episode: Epi
     assert identity_episode.tracks["cast_id"].null_count() == 0  # every tracked face is a cast member
 
 
+@pytest.mark.parametrize("step", [1, 7, 40])
+def test_seeking_over_gops_without_samples_yields_the_same_frames(
+    identity_episode: EpisodeCase, step: int
+) -> None:
+    path = str(identity_episode.clip.video_path)
+    frames = identity_episode.tracks["frame"].unique().sort()[::step].to_list()
+    plain = list(iter_frames(path, frames, rgb=True))
+    seeking = list(iter_frames(path, frames, rgb=True, seek=True))
+    assert [index for index, _ in seeking] == [index for index, _ in plain] == frames
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(plain, seeking, strict=True))
+
+
 def test_the_onnx_face_resnet_gives_dlibs_descriptors(identity_episode: EpisodeCase) -> None:
     """onnxruntime runs dlib's own ResNet weights: the same vectors (same-person faces are < 0.6 apart)."""
     frames = identity_episode.tracks["frame"].unique().sort()[:40:8].to_list()
