@@ -103,13 +103,21 @@ class EmbedParams(BaseModel):
 
     @classmethod
     def for_faces(cls, **changes: Any) -> EmbedParams:
-        """Episodes: one face a second, at most 2 per track — a track's faces agree within ~0.1, so
-        more samples buy nothing but time (~10 ms a face in onnxruntime, ~80 ms in dlib's build)."""
+        """Episodes: a track's first face, then one every 5 s of it.
+
+        A track lives within one shot and its faces agree within ~0.2 (clustering cuts at 0.5), so
+        more samples of a short track buy nothing but time; a long track still gets one per 5 s in
+        case a face is poor. The first face is the cheap one to decode: a track mostly starts at
+        its shot's cut, where the video has a keyframe, so :func:`iter_frames` seeks straight to it,
+        and the shot's other tracks start on the same frame. On four generated 60 s episodes this
+        gives the same purity (1.000) and screen-time errors as two samples spread over each track,
+        at a quarter of the cost (decoding a sample in mid-shot costs more than describing it).
+        """
         base = {
             "kind": "face",
-            "sample_every_s": 1.0,
+            "sample_every_s": 5.0,
             "dense_below": 0,
-            "max_per_track": 2,
+            "max_per_track": 0,
             "min_box_height_px": 40,
         }
         return cls(**{**base, **changes})
