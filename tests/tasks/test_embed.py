@@ -94,6 +94,25 @@ def test_samples_are_spaced_per_track_but_short_tracks_keep_every_row() -> None:
     assert dict(capped.group_by("track_id").len().iter_rows()) == {1: 2, 2: 1}
 
 
+def test_episode_faces_are_each_tracks_first_face_then_one_every_5_s() -> None:
+    times = [*np.arange(0, 3, 0.2), *np.arange(0, 12, 0.2)]  # track 1: 3 s, track 2: 12 s
+    tracks = pl.DataFrame(
+        {
+            "angle": "main",
+            "track_id": [1] * 15 + [2] * 60,
+            "frame": [round(t * 25) for t in times],
+            "time_s": times,
+            "x1": 0.0,
+            "y1": 0.0,
+            "x2": 60.0,
+            "y2": 60.0,
+        }
+    )
+    chosen = select_samples(tracks, EmbedParams.for_faces())
+    assert chosen.filter(pl.col("track_id") == 1)["time_s"].to_list() == [0.0]
+    assert np.allclose(chosen.filter(pl.col("track_id") == 2)["time_s"].to_list(), [0.0, 5.0, 10.0])
+
+
 def test_iter_frames_yields_exactly_the_wanted_frames_in_order(identity_game: GameCase) -> None:
     wanted = [0, 5, 7, 120, 121, 295]
     got = [index for index, _ in iter_frames(str(identity_game.clip.video_path), wanted)]
