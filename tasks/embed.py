@@ -503,7 +503,8 @@ def iter_frames(
         position, frame = -1, None  # the last frame the decoder produced, and its index
         for target in wanted:
             key = bisect.bisect_right(key_index, target) - 1
-            if key >= 0 and key_index[key] > position + 1:
+            jumped = key >= 0 and key_index[key] > position + 1
+            if jumped:
                 # the decoder reads on from the keyframe (PyAV flushes its buffers on a seek)
                 container.seek(keyframes[key][1], stream=stream, backward=True)
             while position < target:
@@ -511,6 +512,9 @@ def iter_frames(
                 if produced is None:
                     return
                 position, frame = grid.index(produced[0]), produced[1]
+                if jumped and position > target:  # the seek overshot: decode from the start, no seeking
+                    container.seek(keyframes[0][1], stream=stream, backward=True)
+                    key_index, position, jumped = [], -1, False
             if position == target and frame is not None:
                 yield target, frame.to_ndarray(format="rgb24" if rgb else "bgr24")
 

@@ -168,6 +168,25 @@ def test_seeking_over_gops_without_samples_yields_the_same_frames(
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(plain, seeking, strict=True))
 
 
+def test_a_seek_that_overshoots_falls_back_to_decoding_every_frame(
+    identity_episode: EpisodeCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.embed
+
+    path = str(identity_episode.clip.video_path)
+    keyframes = tasks.embed._keyframes(path, 0.0, 10**6)
+    assert len(keyframes) >= 3
+    # claim each keyframe sits 5 frames earlier than it does, and want the frames 3 before each:
+    # seeking to a keyframe lands past its wanted frame
+    lying = [(index - 5 if index else 0, pts) for index, pts in keyframes]
+    frames = [index - 3 for index, _ in keyframes if index >= 3]
+    monkeypatch.setattr(tasks.embed, "_keyframes", lambda *_: lying)
+    plain = list(iter_frames(path, frames, rgb=True))
+    seeking = list(iter_frames(path, frames, rgb=True, seek=True))
+    assert [index for index, _ in seeking] == [index for index, _ in plain]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(plain, seeking, strict=True))
+
+
 def test_the_onnx_face_resnet_gives_dlibs_descriptors(identity_episode: EpisodeCase) -> None:
     """onnxruntime runs dlib's own ResNet weights: the same vectors (same-person faces are < 0.6 apart)."""
     frames = identity_episode.tracks["frame"].unique().sort()[:40:8].to_list()
