@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from tasks.detect_track import ChunkStats, DetectParams, detect_track_chunk
+from tasks.detect_track import ChunkStats, DetectParams, detect_track_appearance
 from tasks.detector import load_model
 from tasks.ingest import Chunk
 from tasks.stitch import stitch
@@ -58,11 +58,16 @@ class LocalRunner:
         self._client.run(_warm, self.params.weights, self.params.threads)
 
     def detect_track(self, chunks: list[Chunk]) -> pl.DataFrame:
-        """Every chunk on the cluster (longest first, to balance the workers), then stitched."""
+        """Every chunk on the cluster (longest first, to balance the workers), then stitched.
+
+        As a run's detect_track task does, each chunk also yields its appearance vectors, and stitch
+        uses their kit colours to link a player's fragments.
+        """
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].start_s - chunks[i].decode_end_s)
         futures = {
-            i: self._client.submit(detect_track_chunk, chunks[i], self.params, pure=False) for i in order
+            i: self._client.submit(detect_track_appearance, chunks[i], self.params, pure=False) for i in order
         }
         results = {i: f.result() for i, f in futures.items()}
-        self.stats = [results[i][1] for i in range(len(chunks))]
-        return stitch(chunks, [results[i][0] for i in range(len(chunks))])
+        self.stats = [results[i][2] for i in range(len(chunks))]
+        ordered = [results[i] for i in range(len(chunks))]
+        return stitch(chunks, [r[0] for r in ordered], [r[1] for r in ordered])
