@@ -33,6 +33,15 @@ class ClusterParams(BaseModel):
     tiny_gap_s: float = Field(
         default=1.0, ge=0, description="Games: how far a tiny track may be from its identity."
     )
+    shadow_max_rows: int = Field(
+        default=10, ge=0, description="Games: a player identity with fewer rows may be a shadow."
+    )
+    shadow_distance: float = Field(
+        default=1.0, ge=0, description="Games: box heights from a team-mate that make a shadow."
+    )
+    shadow_window_s: float = Field(
+        default=0.5, ge=0, description="Games: how far in time a shadow row looks for its host."
+    )
     stature_weight: float = Field(default=1.5, ge=0, description="Games: cost per percent of stature.")
     gap_cost_per_s: float = Field(default=0.5, ge=0, description="Games: cost per second of gap.")
     face_distance: float = Field(default=0.5, gt=0, description="Episodes: average-linkage cut (Euclidean).")
@@ -63,6 +72,8 @@ class TrackInfo:
     first_box: np.ndarray
     last_box: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    # one row per detection: time (s), foot x, foot y, box height (pixels)
+    path: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))
 
 
 # --- per-track summaries --------------------------------------------------------------------------
@@ -86,6 +97,10 @@ def track_infos(tracks: pl.DataFrame) -> dict[int, TrackInfo]:
         pl.len().alias("n"),
         pl.concat_list("x1", "y1", "x2", "y2").first().alias("first_box"),
         pl.concat_list("x1", "y1", "x2", "y2").last().alias("last_box"),
+        pl.col("time_s").alias("t"),
+        ((pl.col("x1") + pl.col("x2")) / 2).alias("fx"),
+        pl.col("y2").alias("fy"),
+        (pl.col("y2") - pl.col("y1")).alias("h"),
     )
     return {
         int(r["track_id"]): TrackInfo(
@@ -95,6 +110,7 @@ def track_infos(tracks: pl.DataFrame) -> dict[int, TrackInfo]:
             r["n"],
             np.asarray(r["first_box"], float),
             np.asarray(r["last_box"], float),
+            path=np.column_stack([np.asarray(r[k], float) for k in ("t", "fx", "fy", "h")]),
         )
         for r in summary.iter_rows(named=True)
     }

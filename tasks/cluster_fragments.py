@@ -116,6 +116,56 @@ def attach_tiny(
     return identities
 
 
+def shadow_distance(shadow: Identity, host: Identity, infos: dict[int, TrackInfo], window_s: float) -> float:
+    """Median over ``shadow``'s rows of the distance (box heights, foot to foot) to ``host``'s nearest
+    box seen within ``window_s`` of it in the same angle (infinite where the host is not seen)."""
+    angle = {infos[t].angle for t in shadow.tracks}
+    host_rows = [infos[t].path for t in host.tracks if infos[t].angle in angle]
+    mine = np.concatenate([infos[t].path for t in shadow.tracks])
+    if not host_rows or len(mine) == 0:
+        return float("inf")
+    theirs = np.concatenate(host_rows)
+    near = np.abs(mine[:, None, 0] - theirs[None, :, 0]) <= window_s + 1e-6
+    feet = np.hypot(mine[:, None, 1] - theirs[None, :, 1], mine[:, None, 2] - theirs[None, :, 2])
+    height = np.maximum(1.0, (mine[:, None, 3] + theirs[None, :, 3]) / 2)
+    per_row = np.where(near, feet / height, np.inf).min(axis=1)
+    return float(np.median(per_row))
+
+
+def absorb_shadows(
+    identities: list[Identity], infos: dict[int, TrackInfo], params: ClusterParams
+) -> list[Identity]:
+    """Give each *shadow* — a short player identity that stays on top of a team-mate — to that team-mate.
+
+    A player identity with fewer than ``shadow_max_rows`` rows whose rows lie (median) within
+    ``shadow_distance`` box heights of a longer same-team identity's boxes seen within
+    ``shadow_window_s`` joins the nearest such identity: it is the tracker's second box on one
+    player (a swap or a duplicate while two players cross), not a player of its own. A brief real
+    appearance (a player crossing a corner of the picture) is not on top of anyone and stays.
+    """
+
+    def rows(d: Identity) -> int:
+        return sum(infos[t].samples for t in d.tracks)
+
+    hosts = [d for d in identities if d.kind == "player" and rows(d) >= params.shadow_max_rows]
+    kept: list[Identity] = []
+    for d in identities:
+        if d.kind != "player" or rows(d) >= params.shadow_max_rows:
+            kept.append(d)
+            continue
+        near = [
+            (shadow_distance(d, h, infos, params.shadow_window_s), i)
+            for i, h in enumerate(hosts)
+            if h.team == d.team
+        ]
+        best = min(near, default=(float("inf"), -1))
+        if best[0] <= params.shadow_distance:
+            hosts[best[1]].tracks |= d.tracks
+        else:
+            kept.append(d)
+    return kept
+
+
 def jump_heights(a: TrackInfo, b: TrackInfo) -> float:
     height = max(1.0, (a.last_box[3] - a.last_box[1] + b.first_box[3] - b.first_box[1]) / 2)
     ca = np.array([(a.last_box[0] + a.last_box[2]) / 2, a.last_box[3]])

@@ -126,6 +126,21 @@ def test_fragments_of_one_player_merge_but_team_mates_do_not(game: _Game) -> Non
     assert identities["identity_id"].to_list() == [1, 2, 3, 4, 5]
 
 
+def test_a_short_shadow_on_a_team_mate_joins_them_but_a_brief_player_elsewhere_does_not() -> None:
+    crossing = _Game(
+        [
+            (1, RED, 0, 0, 10, 100),
+            (2, RED, 1, 0, 10, 400),
+            (3, RED, 1, 5.0, 5.6, 410),  # 3 rows on top of player 2: the tracker's second box on them
+            (4, RED, 2, 5.0, 5.6, 1200),  # 3 rows of a team-mate seen briefly, far from everyone
+            (5, BLUE, 3, 0, 10, 700),
+            (6, BLUE, 3, 6.0, 6.6, 110),  # on top of red player 1, but in the other kit
+        ]
+    )
+    groups = sorted(sorted(ts) for ts in crossing.identities()["track_ids"].to_list())
+    assert groups == [[1], [2, 3], [4], [5], [6]]
+
+
 def test_overlapping_tracks_are_never_one_person() -> None:
     same_look = _Game([(1, RED, 0, 0, 6, 100), (2, RED, 0, 3, 10, 500)])
     assert len(same_look.identities()) == 2
