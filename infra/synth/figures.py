@@ -20,6 +20,13 @@ from infra.synth.spec import BGR
 
 REFEREE_KIT: BGR = (25, 25, 25)
 REFEREE_TRIM: BGR = (40, 215, 240)
+# Referees' change shirts, tried in this order when black clashes: yellow, red, cyan. They are
+# 92+ CIE76 units apart, so one team shirt can rule out at most one of them.
+REFEREE_ALTERNATIVES: tuple[BGR, ...] = ((40, 215, 240), (40, 30, 210), (230, 200, 60))
+# Two shirts closer than this (CIE76 delta E) count as a clash. Black players (30,30,30) sit 2 from
+# the black referee; navy (35), the nearest other named colour, is told apart from him by the teams
+# step (q-sparse-static), so it keeps the black referee.
+REFEREE_CLASH_DELTA_E = 30.0
 KEEPER_KITS: tuple[BGR, ...] = ((60, 200, 120), (200, 90, 200))
 SOCKS_DARK: BGR = (35, 35, 35)
 BOOTS: BGR = (20, 20, 20)
@@ -33,9 +40,40 @@ class Kit:
     number: BGR
 
 
+def _lab(color: BGR) -> np.ndarray:
+    """CIE L*a*b* of one BGR colour (L in 0..100, a and b centred on 0)."""
+    lab = cv2.cvtColor(np.uint8([[color]]), cv2.COLOR_BGR2LAB)[0, 0].astype(float)
+    return np.asarray(lab * [100 / 255, 1, 1] - [0, 128, 128])
+
+
+def referee_shirt(home: BGR, away: BGR) -> BGR:
+    """The referee's shirt: black, unless it clashes with a shirt on the pitch (as the laws require).
+
+    A clash is a team's or a goalkeeper's shirt within ``REFEREE_CLASH_DELTA_E`` of it; the referee
+    then wears the first of ``REFEREE_ALTERNATIVES`` that clashes with none (the farthest one if all
+    did, which two teams cannot cause). Default kits keep the black referee, so those clips render
+    as they always did.
+    """
+    shirts = [_lab(c) for c in (home, away, *KEEPER_KITS)]
+
+    def nearest(candidate: BGR) -> float:
+        lab = _lab(candidate)
+        return min(float(np.linalg.norm(lab - s)) for s in shirts)
+
+    candidates = (REFEREE_KIT, *REFEREE_ALTERNATIVES)
+    for candidate in candidates:
+        if nearest(candidate) >= REFEREE_CLASH_DELTA_E:
+            return candidate
+    return max(candidates, key=nearest)
+
+
 def kit_for(person: Person, home: BGR, away: BGR) -> Kit:
     if person.team is Team.REFEREE:
-        return Kit(REFEREE_KIT, REFEREE_KIT, REFEREE_KIT, REFEREE_TRIM)
+        shirt = referee_shirt(home, away)
+        if shirt == REFEREE_KIT:
+            return Kit(REFEREE_KIT, REFEREE_KIT, REFEREE_KIT, REFEREE_TRIM)
+        # A change shirt with the referee's black shorts and socks, and a black number.
+        return Kit(shirt, REFEREE_KIT, REFEREE_KIT, REFEREE_KIT)
     shirt = home if person.team is Team.HOME else away
     if person.goalkeeper:
         shirt = KEEPER_KITS[0] if person.team is Team.HOME else KEEPER_KITS[1]
