@@ -42,7 +42,8 @@ class Kit:
 
 def _lab(color: BGR) -> np.ndarray:
     """CIE L*a*b* of one BGR colour (L in 0..100, a and b centred on 0)."""
-    lab = cv2.cvtColor(np.uint8([[color]]), cv2.COLOR_BGR2LAB)[0, 0].astype(float)
+    pixel = np.array([[color]], dtype=np.uint8)
+    lab = cv2.cvtColor(pixel, cv2.COLOR_BGR2LAB)[0, 0].astype(float)
     return np.asarray(lab * [100 / 255, 1, 1] - [0, 128, 128])
 
 
