@@ -19,7 +19,6 @@ import numpy as np
 import polars as pl
 from prefect import task
 from pydantic import BaseModel, Field
-from scipy.optimize import linear_sum_assignment
 
 from storage.artifacts import ArtifactRef, RunRef
 from storage.schemas import polars_schema
@@ -160,9 +159,6 @@ def sample_frames(
         stats.decode_s += time.perf_counter() - started
 
 
-START_GATE = 0.6  # box heights a player moves at most between two analysed frames (at 5 fps)
-
-
 class _TrackerInput:
     """The minimal numpy-backed Boxes view ultralytics' trackers read (conf, cls, xywh, xyxy, [mask]).
 
@@ -240,9 +236,7 @@ def detect_track_appearance(
         stats.sampled += len(batch)
         batch.clear()
 
-    sampled_frames: list[int] = []
     for sampled in sample_frames(chunk, params.analysis_fps, params.imgsz, stats, full=appearance):
-        sampled_frames.append(sampled.frame)
         batch.append(sampled)
         if len(batch) >= params.batch:
             flush()
@@ -252,61 +246,7 @@ def detect_track_appearance(
     if appearance:
         stats.extra["appearance_s"] = stats.extra.get("appearance_s", 0.0) + vectors_s
     table = pl.DataFrame(vectors, schema=polars_schema("appearance"))
-    detections = claim_track_starts(pl.DataFrame(rows, schema=DETECTION_COLUMNS), sampled_frames)
-    return detections, table, stats
-
-
-def claim_track_starts(
-    table: pl.DataFrame, sampled_frames: list[int], gate: float = START_GATE, max_size_ratio: float = 1.5
-) -> pl.DataFrame:
-    """Give each track the detection it was born from.
-
-    ultralytics' trackers confirm a new track only when its next detection matches it, and report
-    it from then on: the detection that started it, one analysed frame earlier, stays without a
-    track id (a missed person for the evaluation and for screen time). Here every track's first row
-    claims the untracked detection of the previous analysed frame that sits where the track starts
-    (centre within ``gate`` box heights, height within ``max_size_ratio``), one-to-one (Hungarian).
-    """
-    if table.is_empty() or table["local_track_id"].null_count() == 0:
-        return table
-    previous = dict(zip(sampled_frames[1:], sampled_frames[:-1], strict=True))
-    indexed = table.with_row_index("_row")
-    firsts = (
-        indexed.filter(pl.col("local_track_id").is_not_null())
-        .sort("frame")
-        .group_by("local_track_id", maintain_order=True)
-        .first()
-        .with_columns(prev=pl.col("frame").replace_strict(previous, default=None, return_dtype=pl.Int32))
-        .drop_nulls("prev")
-    )
-    loose = indexed.filter(pl.col("local_track_id").is_null())
-    claimed: dict[int, int] = {}
-    for (frame,), starts in firsts.partition_by("prev", as_dict=True).items():
-        candidates = loose.filter(pl.col("frame") == frame)
-        if candidates.is_empty():
-            continue
-        cost = _start_cost(starts, candidates, gate, max_size_ratio)
-        for r, c in zip(*linear_sum_assignment(cost), strict=True):
-            if cost[r, c] < 1.0:
-                claimed[int(candidates["_row"][int(c)])] = int(starts["local_track_id"][int(r)])
-    if not claimed:
-        return table
-    ids = table["local_track_id"].to_list()
-    for row, track in claimed.items():
-        ids[row] = track
-    return table.with_columns(local_track_id=pl.Series(ids, dtype=pl.Int32))
-
-
-def _start_cost(starts: pl.DataFrame, candidates: pl.DataFrame, gate: float, max_ratio: float) -> np.ndarray:
-    """(starts x candidates) centre distance in gate units; >= 1 where the pair is not plausible."""
-    a = starts.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)
-    b = candidates.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)
-    ha, hb = (a[:, 3] - a[:, 1])[:, None], (b[:, 3] - b[:, 1])[None, :]
-    height = np.maximum(np.maximum(ha, hb), 1e-6)
-    ca, cb = (a[:, None, :2] + a[:, None, 2:]) / 2, (b[None, :, :2] + b[None, :, 2:]) / 2
-    cost = np.linalg.norm(ca - cb, axis=2) / height / gate
-    ratio = np.maximum(ha, hb) / np.maximum(np.minimum(ha, hb), 1e-6)
-    return np.asarray(np.where(ratio > max_ratio, 1e3, cost))
+    return pl.DataFrame(rows, schema=DETECTION_COLUMNS), table, stats
 
 
 def _appearance_rows(image: np.ndarray, detections: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -218,3 +218,68 @@ def link_tracks(
         .with_columns(track_id=pl.coalesce("linked", "track_id"))
         .drop("linked")
     )
+
+
+START_GATE = 0.6  # box heights a player moves at most between two analysed frames (at 5 fps)
+
+
+def claim_starts(
+    tracked: pl.DataFrame, gate: float = START_GATE, max_size_ratio: float = 1.5
+) -> pl.DataFrame:
+    """Give each track the detection it was born from.
+
+    ultralytics' trackers confirm a new track only when its next detection matches it, and report
+    it from then on: the detection that started it, one analysed frame earlier, stays without a
+    track id (a missed person for the evaluation and for screen time). Every track's first row
+    claims the untracked detection of the previous analysed frame that sits where the track starts
+    (centre within ``gate`` box heights, height within ``max_size_ratio``), one-to-one (Hungarian).
+    The analysed frames of an angle are a grid; its step is the gcd of the frame gaps seen.
+
+    This runs after :func:`link_tracks`: claimed rows move a track's start one frame earlier and
+    would change the links' jumps. Measured on the quality set (tracks, mean of 5 clips): MOTA
+    0.900 -> 0.907, IDF1 0.854 -> 0.853; claiming inside detect_track, before linking: MOTA 0.908
+    but IDF1 0.848 (q-tight-shaky 0.752 -> 0.724); gates 0.3 / 0.45 / 0.6 differed by < 0.005 MOTA.
+    """
+    if tracked.is_empty() or tracked["track_id"].null_count() == 0:
+        return tracked
+    indexed = tracked.with_row_index("_row")
+    claimed: dict[int, int] = {}
+    for (_,), rows in indexed.partition_by("angle", as_dict=True).items():
+        frames = np.unique(rows["frame"].to_numpy())
+        if len(frames) < 2:
+            continue
+        step = int(np.gcd.reduce(np.diff(frames)))
+        firsts = (
+            rows.filter(pl.col("track_id").is_not_null())
+            .sort("frame")
+            .group_by("track_id", maintain_order=True)
+            .first()
+            .with_columns(prev=pl.col("frame") - step)
+        )
+        loose = rows.filter(pl.col("track_id").is_null())
+        for (frame,), starts in firsts.partition_by("prev", as_dict=True).items():
+            candidates = loose.filter(pl.col("frame") == frame)
+            if candidates.is_empty():
+                continue
+            cost = _start_cost(starts, candidates, gate, max_size_ratio)
+            for r, c in zip(*linear_sum_assignment(cost), strict=True):
+                if cost[r, c] < 1.0:
+                    claimed[int(candidates["_row"][int(c)])] = int(starts["track_id"][int(r)])
+    if not claimed:
+        return tracked
+    ids = tracked["track_id"].to_list()
+    for row, track in claimed.items():
+        ids[row] = track
+    return tracked.with_columns(track_id=pl.Series(ids, dtype=tracked["track_id"].dtype))
+
+
+def _start_cost(starts: pl.DataFrame, candidates: pl.DataFrame, gate: float, max_ratio: float) -> np.ndarray:
+    """(starts x candidates) centre distance in gate units; >= 1 where the pair is not plausible."""
+    a = starts.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)
+    b = candidates.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)
+    ha, hb = (a[:, 3] - a[:, 1])[:, None], (b[:, 3] - b[:, 1])[None, :]
+    height = np.maximum(np.maximum(ha, hb), 1e-6)
+    ca, cb = (a[:, None, :2] + a[:, None, 2:]) / 2, (b[None, :, :2] + b[None, :, 2:]) / 2
+    cost = np.linalg.norm(ca - cb, axis=2) / height / gate
+    ratio = np.maximum(ha, hb) / np.maximum(np.minimum(ha, hb), 1e-6)
+    return np.asarray(np.where(ratio > max_ratio, 1e3, cost))

@@ -26,7 +26,7 @@ from storage.artifacts import ArtifactRef, RunRef
 from storage.schemas import schema_for
 from tasks.common import as_frame, retry_transient, store
 from tasks.ingest import Chunk
-from tasks.link import LinkParams, link_tracks
+from tasks.link import LinkParams, claim_starts, link_tracks
 
 DETECTION_TABLE_COLUMNS = schema_for("detections").names
 MIN_SHARED_FRAMES = 1
@@ -87,14 +87,15 @@ def stitch(
 ) -> pl.DataFrame:
     """All chunks' detections with a global ``track_id`` (null for untracked boxes), one owner per frame.
 
-    With the chunks' ``appearance`` parts (and ``link``), fragments of one player are linked
-    (:func:`tasks.link.link_tracks`).
+    With the chunks' ``appearance`` parts (games), fragments of one player are linked
+    (:func:`tasks.link.link_tracks`, unless ``link`` is None) and each track then claims the
+    detection it was born from (:func:`tasks.link.claim_starts`).
     """
     merged = merge_chunks(chunks, per_chunk)
-    if not appearance or link is None or merged.is_empty():
+    if not appearance or merged.is_empty():
         return merged
-    linked = link_tracks(merged, pl.concat(appearance), link)
-    return linked.sort("angle", "frame", "track_id", nulls_last=True)
+    linked = merged if link is None else link_tracks(merged, pl.concat(appearance), link)
+    return claim_starts(linked).sort("angle", "frame", "track_id", nulls_last=True)
 
 
 def merge_chunks(chunks: list[Chunk], per_chunk: list[pl.DataFrame]) -> pl.DataFrame:

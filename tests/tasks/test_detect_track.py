@@ -11,15 +11,7 @@ import polars as pl
 import pytest
 
 from infra.synth import GameSpec, SynthClip
-from tasks.detect_track import (
-    DETECTION_COLUMNS,
-    ChunkStats,
-    DetectParams,
-    claim_track_starts,
-    detect_track_chunk,
-    frame_stride,
-    sample_frames,
-)
+from tasks.detect_track import ChunkStats, DetectParams, detect_track_chunk, frame_stride, sample_frames
 from tasks.detector import BUNDLED_FLOAT_WEIGHTS, BUNDLED_WEIGHTS, load_model
 from tasks.evaluate import evaluate_tracks
 from tasks.ingest import Chunk
@@ -130,38 +122,3 @@ def test_ultralytics_runs_fully_offline(no_network: list[Any], game_clip: SynthC
     for tracker in ("bytetrack", "botsort"):
         detect_track_chunk(part, PARAMS.model_copy(update={"tracker": tracker}))
     assert no_network == []
-
-
-def _row(frame: int, x: float, track: int | None, h: float = 100.0) -> dict[str, Any]:
-    return {
-        "angle": "main",
-        "chunk": 0,
-        "frame": frame,
-        "time_s": frame / 25,
-        "x1": x,
-        "y1": 100.0,
-        "x2": x + h / 3,
-        "y2": 100.0 + h,
-        "conf": 0.7,
-        "cls": 0,
-        "local_track_id": track,
-    }
-
-
-def test_a_track_claims_the_untracked_detection_it_was_born_from() -> None:
-    table = pl.DataFrame(
-        [
-            _row(0, 500.0, None),  # nothing near it starts later: stays untracked
-            _row(5, 100.0, None),  # where track 3 starts one analysed frame later: claimed
-            _row(5, 900.0, None),  # too far from track 3's start
-            _row(5, 300.0, None, h=40.0),  # near, but another size: someone else
-            _row(10, 110.0, 3),
-            _row(15, 120.0, 3),
-            _row(0, 700.0, 1),  # a track of the first frame has nothing before it
-        ],
-        schema=DETECTION_COLUMNS,
-    )
-    claimed = claim_track_starts(table, [0, 5, 10, 15])
-    assert claimed["local_track_id"].to_list() == [None, 3, None, None, 3, 3, 1]
-    # a frame in between that was analysed (with no detection) breaks the chain: no claim
-    assert claim_track_starts(table, [0, 5, 8, 10, 15])["local_track_id"].to_list()[1] is None

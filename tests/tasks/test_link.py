@@ -10,7 +10,7 @@ from storage.schemas import polars_schema
 from tasks.detect_track import DETECTION_COLUMNS
 from tasks.embed import APPEARANCE_DIM
 from tasks.ingest import Chunk
-from tasks.link import LinkParams, link_tracks
+from tasks.link import LinkParams, claim_starts, link_tracks
 from tasks.stitch import stitch
 
 FPS = 5.0
@@ -124,3 +124,39 @@ def test_chunked_stitching_links_like_one_piece() -> None:
     for out in (chunked, one_piece):
         assert out["track_id"].n_unique() == 2
         assert out.filter(pl.col("x1") < 500)["track_id"].n_unique() == 1
+
+
+def _start_row(frame: int, x: float, track: int | None, h: float = 100.0) -> dict[str, object]:
+    return {
+        "angle": "main",
+        "frame": frame,
+        "x1": x,
+        "y1": 100.0,
+        "x2": x + h / 3,
+        "y2": 100.0 + h,
+        "track_id": track,
+    }
+
+
+def test_a_track_claims_the_untracked_detection_it_was_born_from() -> None:
+    schema = {"angle": pl.Utf8, "frame": pl.Int32, "x1": pl.Float32, "y1": pl.Float32, "x2": pl.Float32}
+    schema |= {"y2": pl.Float32, "track_id": pl.Int64}
+    table = pl.DataFrame(
+        [
+            _start_row(0, 500.0, None),  # nothing near it starts later: stays untracked
+            _start_row(5, 100.0, None),  # where track 3 starts one analysed frame later: claimed
+            _start_row(5, 900.0, None),  # too far from track 3's start
+            _start_row(5, 300.0, None, h=40.0),  # near, but another size: someone else
+            _start_row(10, 110.0, 3),
+            _start_row(15, 120.0, 3),
+            _start_row(0, 700.0, 1),  # a track of the first frame has nothing before it
+            _start_row(10, 700.0, 1),
+        ],
+        schema=schema,
+    )
+    assert claim_starts(table)["track_id"].to_list() == [None, 3, None, None, 3, 3, 1, 1]
+    # two analysed frames back is not where the track was born
+    shifted = table.with_columns(
+        pl.when(pl.col("frame") == 5).then(0).otherwise(pl.col("frame")).alias("frame")
+    )
+    assert claim_starts(shifted)["track_id"].to_list()[1] is None
