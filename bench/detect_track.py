@@ -61,9 +61,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--fps", type=float, default=5.0, help="analysis rate")
+    parser.add_argument("--batch", type=int, default=DetectParams().batch, help="frames per inference call")
     args = parser.parse_args()
     ensure_offline()
-    params = DetectParams(analysis_fps=args.fps)
+    params = DetectParams(analysis_fps=args.fps, batch=args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         clip = render_game(GameSpec(duration_s=args.seconds, seed=7, encode=EncodeSpec(keyint=50)), root)[
