@@ -19,6 +19,21 @@ def motion_excess(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
     return max(0.0, jump_heights(a, b) - (params.max_speed_heights_s * gap + params.motion_slack_heights))
 
 
+def look_distance(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
+    """Distance between two tracks' looks, less what their sampling noise alone would put between them.
+
+    A look is the median of a track's samples; one sample strays ``look_noise`` from its track's
+    median (rms), so two estimates from ``na`` and ``nb`` samples differ by about
+    ``look_noise * sqrt(1/na + 1/nb)`` even for one player. That part is taken off in quadrature.
+    """
+    raw = float(np.linalg.norm(a.features["look"] - b.features["look"]))
+    if "look_samples" not in a.features or "look_samples" not in b.features:
+        return raw
+    na, nb = float(a.features["look_samples"][0]), float(b.features["look_samples"][0])
+    noise = params.look_noise**2 * (1.0 / max(na, 1.0) + 1.0 / max(nb, 1.0))
+    return float(np.sqrt(max(0.0, raw**2 - noise)))
+
+
 def _link_cost(a: TrackInfo, b: TrackInfo, appearance: float, params: ClusterParams) -> float:
     """Cost of ``b`` continuing ``a`` (``a`` ends before ``b`` starts); see the module docstring."""
     gap = b.start - a.end
@@ -55,8 +70,7 @@ def merge_fragments(
             ia, ib = infos[a], infos[b]
             if i == j or ia.angle != ib.angle or ia.end > ib.start:
                 continue
-            appearance = float(np.linalg.norm(ia.features["look"] - ib.features["look"]))
-            cost[i, j] = min(big, _link_cost(ia, ib, appearance, params))
+            cost[i, j] = min(big, _link_cost(ia, ib, look_distance(ia, ib, params), params))
     rows, cols = linear_sum_assignment(cost)
     successor = {
         ids[r]: ids[c]

@@ -410,3 +410,19 @@ def test_a_correction_of_the_event_changes_the_next_runs_identities_and_screen_t
     dropped_s = tracks.filter(pl.col("track_id") == dropped).height / 5.0
     assert lost == pytest.approx(other["seconds_on_screen"] - dropped_s, abs=0.5)
     assert before.filter(pl.col("corrected")).height == 0
+
+
+def test_a_look_from_few_samples_counts_less() -> None:
+    from tasks.cluster_base import TrackInfo
+    from tasks.cluster_fragments import look_distance
+
+    def info(look: float, samples: int) -> TrackInfo:
+        features = {"look": np.array([look, 0.0]), "look_samples": np.array([samples])}
+        return TrackInfo("main", 0.0, 1.0, samples, np.zeros(4), np.zeros(4), features)
+
+    params = ClusterParams()
+    # a 3-sample fragment 25.7 from a 16-sample track (q-tight-shaky): sampling noise takes ~3 off
+    assert look_distance(info(0, 3), info(25.7, 16), params) == pytest.approx(22.4, abs=0.1)
+    # well-sampled looks keep nearly their whole distance, and no sampling noise changes nothing
+    assert look_distance(info(0, 200), info(25.7, 200), params) == pytest.approx(25.7, abs=0.5)
+    assert look_distance(info(0, 3), info(25.7, 16), ClusterParams(look_noise=0)) == pytest.approx(25.7)
