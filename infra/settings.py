@@ -63,7 +63,12 @@ class DetectSettings(BaseModel):
     analysis_fps: float = Field(
         default=5.0, gt=0.0, le=120.0, description="Frames per second of footage that are analysed."
     )
-    batch: int = Field(default=8, ge=1, le=256, description="Frames per inference batch.")
+    batch: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Frames per inference call (1: on CPUs larger batches were slower per frame).",
+    )
     tracker: Literal["bytetrack", "botsort"] = Field(
         default="botsort",
         description="Ultralytics tracker used inside each chunk (BoT-SORT compensates pans).",
