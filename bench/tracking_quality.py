@@ -18,13 +18,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
+from infra.synth import SynthClip
 from tasks.detect_track import DetectParams
 from tasks.detector import ensure_offline
+from tasks.ingest import probe_video
 from tasks.quality import ClipScores, render_set, score_clip
+from tasks.screentime import compute_screentime
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scoring helpers live with the tests
-from tests.fixtures.identities import player_count, team_accuracy
+from tests.fixtures.identities import GameCase, game_screentime_errors, player_count, team_accuracy
 
 
 def main() -> None:
@@ -40,8 +44,23 @@ def main() -> None:
         clips = render_set(Path(tmp))
         print(f"rendered {len(clips)} clips in {time.perf_counter() - started:.0f} s")
         rows = [score_clip(c, params, args.chunk, args.overlap, identities=True) for c in clips]
+        screen = [screentime_errors(c, r, args.fps) for c, r in zip(clips, rows, strict=True)]
     print_tracks(rows)
-    print_identities(rows)
+    print_identities(rows, screen)
+
+
+def screentime_errors(clip: SynthClip, row: ClipScores, fps: float) -> list[float]:
+    """Per true player: |screen time of the identity holding most of their rows - truth| / duration
+    (the ``strict`` preset: no padding, as the truth has none)."""
+    assert row.identity is not None
+    truth = pl.read_parquet(clip.ground_truth_path)
+    probe = probe_video(clip.video_path)
+    duration = probe.duration_s
+    result = compute_screentime(
+        row.identity.identities, row.identity.labelled, duration_s=duration, params="strict", analysis_fps=fps
+    )
+    case = GameCase(clip, truth, row.identity.labelled, pl.DataFrame(), duration, probe.fps)
+    return list(game_screentime_errors(result.table, row.identity.identities, case).values())
 
 
 def print_tracks(rows: list[ClipScores]) -> None:
@@ -63,11 +82,11 @@ def print_tracks(rows: list[ClipScores]) -> None:
     )
 
 
-def print_identities(rows: list[ClipScores]) -> None:
+def print_identities(rows: list[ClipScores], screen: list[list[float]]) -> None:
     head = f"\n{'identities':18s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'IDSW':>5s}"
-    print(head + f" | {'team acc':>8s} {'players':>9s}")
+    print(head + f" | {'team acc':>8s} {'players':>9s} | screen-time error per player (mean / max)")
     figures = []
-    for r in rows:
+    for r, errors in zip(rows, screen, strict=True):
         assert r.identity is not None
         s = r.identity.scores
         team = team_accuracy(r.identity.identities, r.identity.labelled)
@@ -75,10 +94,14 @@ def print_identities(rows: list[ClipScores]) -> None:
         figures.append((s.mota, s.idf1, s.hota, team))
         print(
             f"{r.name:18s} {s.mota:6.3f} {s.idf1:6.3f} {s.hota:6.3f} {s.id_switches:5d} | {team:8.3f} "
-            f"{found:4d} / {true:<3d}"
+            f"{found:4d} / {true:<3d} | {np.mean(errors):.2%} / {max(errors):.2%} of the clip"
         )
     mota, idf1, hota, team = np.mean(figures, axis=0)
-    print(f"{'overall (mean)':18s} {mota:6.3f} {idf1:6.3f} {hota:6.3f} {'':5s} | {team:8.3f}")
+    every = [e for errors in screen for e in errors]
+    print(
+        f"{'overall (mean)':18s} {mota:6.3f} {idf1:6.3f} {hota:6.3f} {'':5s} | {team:8.3f} {'':9s} | "
+        f"{np.mean(every):.2%} / {max(every):.2%}"
+    )
 
 
 if __name__ == "__main__":
