@@ -366,8 +366,8 @@ def main() -> None:
         loops.insert(0, (".pt, what a user runs", plain_pt))
     for name, wall in loops:
         print(f"plain ultralytics loop ({name}) {wall:8.2f} s   {frames} frames")
-    for name, wall in loops:
-        goal = "   (goal <= 0.5 on the 10 min clip)" if wall is loops[0][1] else ""
+    for i, (name, wall) in enumerate(loops):
+        goal = "   (goal <= 0.5 on the 10 min clip)" if i == 0 else ""
         print(f"flow / plain loop ({name}) {flow_wall / wall:8.2f}{goal}")
     print(
         f"speed vs real time             {args.seconds / flow_wall:8.2f}x    (goal >= 4x on the 10 min clip)"
