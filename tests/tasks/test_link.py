@@ -12,8 +12,8 @@ from tasks.embed import APPEARANCE_DIM
 from tasks.ingest import Chunk
 from tasks.link import LinkParams, claim_starts, link_tracks
 from tasks.stitch import stitch
+from tests.fixtures.tables import FPS, detection_rows
 
-FPS = 5.0
 RED = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0)  # shirt and shorts CIELAB
 BLUE = (40.0, 10.0, -50.0, 90.0, 0.0, 0.0)
 
@@ -21,23 +21,7 @@ BLUE = (40.0, 10.0, -50.0, 90.0, 0.0, 0.0)
 def _rows(
     local: int | None, frames: range, x: float, dx: float = 4.0, chunk: int = 0, track: int | None = None
 ) -> list[dict[str, object]]:
-    return [
-        {
-            "angle": "main",
-            "chunk": chunk,
-            "frame": f,
-            "time_s": f / FPS,
-            "x1": x + dx * f,
-            "y1": 100.0,
-            "x2": x + dx * f + 30,
-            "y2": 180.0,
-            "conf": 0.9,
-            "cls": 0,
-            "local_track_id": local,
-            "track_id": track,
-        }
-        for f in frames
-    ]
+    return [{**row, "track_id": track} for row in detection_rows(chunk, local, frames, x, dx)]
 
 
 def _table(rows: list[dict[str, object]]) -> pl.DataFrame:

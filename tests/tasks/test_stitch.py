@@ -7,27 +7,7 @@ import polars as pl
 from tasks.detect_track import DETECTION_COLUMNS
 from tasks.ingest import Chunk
 from tasks.stitch import stitch, tracks_table
-
-FPS = 5.0
-
-
-def _rows(chunk: int, local: int | None, frames: range, x: float, dx: float = 4.0) -> list[dict[str, object]]:
-    return [
-        {
-            "angle": "main",
-            "chunk": chunk,
-            "frame": f,
-            "time_s": f / FPS,
-            "x1": x + dx * f,
-            "y1": 100.0,
-            "x2": x + dx * f + 30,
-            "y2": 180.0,
-            "conf": 0.9,
-            "cls": 0,
-            "local_track_id": local,
-        }
-        for f in frames
-    ]
+from tests.fixtures.tables import detection_rows as _rows
 
 
 def _chunks() -> list[Chunk]:
