@@ -34,7 +34,7 @@ import numpy as np
 
 from infra.synth import iter_game_frames
 from tasks.detector import MODELS_DIR, ensure_offline
-from tasks.training import TrainConfig, build_dataset, clip_specs
+from tasks.training import TrainConfig, build_dataset, clip_specs, validate
 
 HEAD_PREFIX = "/model.23/"  # YOLO11's Detect module in the exported graph
 
@@ -132,17 +132,7 @@ def quantize_onnx(source: Path, target: Path, config: QuantizeConfig) -> None:
 def map50_95(weights: Path, data_yaml: Path, workdir: Path, imgsz: int) -> dict[str, float]:
     from ultralytics import YOLO
 
-    metrics: Any = YOLO(str(weights), task="detect").val(
-        data=str(data_yaml),
-        imgsz=imgsz,
-        batch=1,
-        device="cpu",
-        plots=False,
-        verbose=False,
-        project=str(workdir / "runs"),
-        name=f"val-{weights.stem}",
-        exist_ok=True,
-    )
+    metrics = validate(YOLO(str(weights), task="detect"), data_yaml, workdir, imgsz, f"val-{weights.stem}")
     return {"map50_95": float(metrics.box.map), "map50": float(metrics.box.map50)}
 
 

@@ -136,6 +136,21 @@ def build_dataset(config: TrainConfig, out: Path) -> dict[str, int]:
     return counts
 
 
+def validate(model: Any, data_yaml: Path, workdir: Path, imgsz: int, name: str, batch: int = 1) -> Any:
+    """ultralytics' validation of ``model`` on a dataset at inference size (metrics under ``.box``)."""
+    return model.val(
+        data=str(data_yaml),
+        imgsz=imgsz,
+        batch=batch,
+        device="cpu",
+        plots=False,
+        verbose=False,
+        project=str(workdir / "runs"),
+        name=name,
+        exist_ok=True,
+    )
+
+
 def train(config: TrainConfig, workdir: Path, models_dir: Path = MODELS_DIR) -> dict[str, Any]:
     """Build the dataset, train YOLO11n from scratch, validate, export ONNX; return the report."""
     ensure_offline(workdir / "ultralytics")
@@ -171,16 +186,8 @@ def train(config: TrainConfig, workdir: Path, models_dir: Path = MODELS_DIR) -> 
     trainer: Any = model.trainer
     best = Path(trainer.save_dir) / "weights" / "last.pt"
     trained = YOLO(str(best))
-    metrics = trained.val(
-        data=str(data / "data.yaml"),
-        imgsz=config.infer_width,
-        batch=8,
-        device="cpu",
-        plots=False,
-        verbose=False,
-        project=str(workdir / "runs"),
-        name=f"{config.name}-val",
-        exist_ok=True,
+    metrics = validate(
+        trained, data / "data.yaml", workdir, config.infer_width, f"{config.name}-val", batch=8
     )
     onnx = Path(trained.export(format="onnx", imgsz=config.infer_width, dynamic=True, simplify=False))
     models_dir.mkdir(parents=True, exist_ok=True)
