@@ -67,7 +67,6 @@ class LocalRunner:
         futures = {
             i: self._client.submit(detect_track_appearance, chunks[i], self.params, pure=False) for i in order
         }
-        results = {i: f.result() for i, f in futures.items()}
-        self.stats = [results[i][2] for i in range(len(chunks))]
-        ordered = [results[i] for i in range(len(chunks))]
+        ordered = [futures[i].result() for i in range(len(chunks))]
+        self.stats = [r[2] for r in ordered]
         return stitch(chunks, [r[0] for r in ordered], [r[1] for r in ordered])

@@ -12,7 +12,8 @@ summed-IoU assignment.
 
 Then :func:`tasks.link.link_tracks` joins a player's fragments across short gaps (a track that ends
 and one that starts a moment later, near enough and in the same kit), when detect_track's
-appearance parts are there to tell the kits apart.
+appearance parts are there to tell the kits apart, and every track claims the untracked detection
+it was born from (:func:`tasks.link.claim_starts`).
 """
 
 from __future__ import annotations
