@@ -6,26 +6,48 @@ Two levels (``tasks/quality.py``): *tracks* are detect_track + stitch's track id
 every row is scored under its identity's id. Team accuracy is the share of player-frames (rows of
 real tracks that cover a ground-truth player) whose identity is in the right team (issue 4).
 
-Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2]
+``--cache DIR`` keeps the rendered clips and the tracked (detect_track + stitch) detections, whole
+and chunked, keyed by the clip's spec and the detect/chunk parameters, so a re-run only redoes
+embed, cluster and the scoring (the embeddings too with ``--cache-embeddings``). The key does not
+see code: after changing detect_track, the tracker, link or stitch (or embed, for
+``--cache-embeddings``), use a fresh directory.
+
+Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2] [--cache var/quality-cache]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from infra.synth import SynthClip
+from infra.synth import GameSpec, SynthClip
+from tasks.cluster import cluster_tracks
 from tasks.detect_track import DetectParams
 from tasks.detector import ensure_offline
+from tasks.embed import EmbedParams, embed_video
+from tasks.evaluate import evaluate_tracks
 from tasks.ingest import probe_video
-from tasks.quality import ClipScores, render_set, score_clip
+from tasks.quality import (
+    QUALITY_SET,
+    ClipScores,
+    IdentityScores,
+    identity_tracks,
+    label_tracks,
+    render_set,
+    track_chunked,
+    track_whole,
+)
 from tasks.screentime import compute_screentime
+from tasks.stitch import tracks_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scoring helpers live with the tests
 from tests.fixtures.identities import GameCase, game_screentime_errors, player_count, team_accuracy
@@ -36,17 +58,106 @@ def main() -> None:
     parser.add_argument("--chunk", type=float, default=6.0, help="chunk length (s) for the chunked run")
     parser.add_argument("--overlap", type=float, default=2.0)
     parser.add_argument("--fps", type=float, default=5.0)
+    parser.add_argument("--cache", type=Path, help="keep clips and tracks here (see the module docstring)")
+    parser.add_argument("--cache-embeddings", action="store_true", help="with --cache: keep embeddings too")
+    parser.add_argument("--only", nargs="*", help="clip names to run (default: the whole set)")
     args = parser.parse_args()
     ensure_offline()
     params = DetectParams(analysis_fps=args.fps)
+    specs = tuple(s for s in QUALITY_SET if not args.only or s.name in args.only)
     with tempfile.TemporaryDirectory() as tmp:
+        root = args.cache or Path(tmp)
         started = time.perf_counter()
-        clips = render_set(Path(tmp))
-        print(f"rendered {len(clips)} clips in {time.perf_counter() - started:.0f} s")
-        rows = [score_clip(c, params, args.chunk, args.overlap, identities=True) for c in clips]
+        clips = [cached_clip(spec, root) for spec in specs]
+        print(f"{len(clips)} clips ready in {time.perf_counter() - started:.0f} s")
+        rows = []
+        for spec, clip in zip(specs, clips, strict=True):
+            tracked = cached_tracks(spec, clip, params, args.chunk, args.overlap)
+            rows.append(score(clip, tracked, args.cache is not None and args.cache_embeddings))
         screen = [screentime_errors(c, r, args.fps) for c, r in zip(clips, rows, strict=True)]
     print_tracks(rows)
     print_identities(rows, screen)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cached_clip(spec: GameSpec, root: Path, keyint_s: float = 2.0) -> SynthClip:
+    """The clip of ``spec`` as ``render_set`` renders it, rendered once per cache directory."""
+    folder = root / "clips" / f"{spec.name}-{_key(spec.model_dump(mode='json'), keyint_s)}"
+    record = folder / "clip.json"
+    if record.exists():
+        saved = json.loads(record.read_text())
+        return SynthClip(
+            video_path=Path(saved["video_path"]),
+            ground_truth_path=Path(saved["ground_truth_path"]),
+            sidecar_path=Path(saved["sidecar_path"]),
+            frame_count=saved["frame_count"],
+            render_seconds=saved["render_seconds"],
+            angle=saved.get("angle"),
+            ball_path=Path(saved["ball_path"]) if saved.get("ball_path") else None,
+        )
+    (clip,) = render_set(folder, (spec,), keyint_s)
+    fields = {k: (str(v) if isinstance(v, Path) else v) for k, v in clip.__dict__.items()}
+    record.write_text(json.dumps(fields))
+    return clip
+
+
+@dataclass(frozen=True)
+class Tracked:
+    whole: pl.DataFrame  # detections tracked in one piece, stitched and linked
+    chunked: pl.DataFrame  # the same, tracked in chunks
+    chunks: int
+    folder: Path  # where they are kept (and the embeddings, with --cache-embeddings)
+
+
+def cached_tracks(
+    spec: GameSpec, clip: SynthClip, params: DetectParams, chunk_s: float, overlap_s: float
+) -> Tracked:
+    folder = clip.video_path.parent / f"tracks-{_key(params.model_dump(mode='json'), chunk_s, overlap_s)}"
+    whole, chunked, meta = folder / "whole.parquet", folder / "chunked.parquet", folder / "chunks.json"
+    if meta.exists():
+        return Tracked(
+            pl.read_parquet(whole), pl.read_parquet(chunked), json.loads(meta.read_text())["chunks"], folder
+        )
+    started = time.perf_counter()
+    tracked = Tracked(
+        track_whole(clip.video_path, params),
+        *track_chunked(clip.video_path, params, chunk_s, overlap_s),
+        folder,
+    )
+    print(f"{spec.name}: tracked in {time.perf_counter() - started:.0f} s")
+    folder.mkdir(parents=True, exist_ok=True)
+    tracked.whole.write_parquet(whole)
+    tracked.chunked.write_parquet(chunked)
+    meta.write_text(json.dumps({"chunks": tracked.chunks}))
+    return tracked
+
+
+def score(clip: SynthClip, tracked: Tracked, keep_embeddings: bool) -> ClipScores:
+    """Tracks in one piece and chunked against the truth, and the identities built on the one-piece
+    tracks (as ``tasks.quality.score_clip``, on tracks computed once)."""
+    truth = pl.read_parquet(clip.ground_truth_path)
+    tracks = tracks_table(tracked.whole)
+    stored = tracked.folder / "embeddings.parquet"
+    if keep_embeddings and stored.exists():
+        embeddings = pl.read_parquet(stored)
+    else:
+        embeddings = embed_video(str(clip.video_path), tracks, EmbedParams(), angle="main")
+        if keep_embeddings:
+            embeddings.write_parquet(stored)
+    found = cluster_tracks(embeddings, tracks, event_kind="game")
+    identity = IdentityScores(
+        evaluate_tracks(truth, identity_tracks(tracks, found)), found, label_tracks(truth, tracks)
+    )
+    return ClipScores(
+        clip.video_path.stem,
+        evaluate_tracks(truth, tracked.whole),
+        evaluate_tracks(truth, tracked.chunked),
+        tracked.chunks,
+        identity,
+    )
 
 
 def screentime_errors(clip: SynthClip, row: ClipScores, fps: float) -> list[float]:
