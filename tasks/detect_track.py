@@ -25,7 +25,7 @@ from storage.schemas import polars_schema
 from tasks.common import retry_transient, store
 from tasks.decoding import FrameGrid, decode_wanted
 from tasks.detector import FrameBoxes, detect_batch, load_model
-from tasks.embed import appearance_vectors
+from tasks.embed import YuvPlanes, appearance_vectors, rect_pixels, yuv_planes
 from tasks.ingest import Chunk
 from tasks.tracker import make_tracker
 
@@ -90,7 +90,7 @@ class SampledFrame:
     time_s: float
     image: np.ndarray  # BGR at model scale
     scale: float  # source pixels per model pixel
-    full: np.ndarray | None = None  # BGR at source size, kept until its appearance vectors are computed
+    full: YuvPlanes | None = None  # the source-size frame, kept until its appearance vectors are computed
 
 
 @dataclass
@@ -119,7 +119,8 @@ def sample_frames(
     """Decode ``[chunk.start_s, chunk.decode_end_s)`` and yield the frames on the sampling grid.
 
     Frames off the grid that no other frame refers to are not decoded at all (:mod:`tasks.decoding`).
-    ``full`` also keeps each frame at source size (the pixels embed's appearance vectors need).
+    ``full`` also keeps each frame at source size, as the decoder's YUV planes (no conversion: embed's
+    appearance vectors convert only the pixels they read).
     """
     with av.open(chunk.path) as container:
         stream = container.streams.video[0]
@@ -149,9 +150,9 @@ def sample_frames(
             image = frame.reformat(width=width, height=height, format="bgr24").to_ndarray()
             stats.decode_s += time.perf_counter() - started
             source = None
-            if full:  # converting the source-size frame is part of the appearance vectors' cost
+            if full:  # reading the source-size frame is part of the appearance vectors' cost
                 started = time.perf_counter()
-                source = frame.to_ndarray(format="bgr24")
+                source = yuv_planes(frame)
                 converted = time.perf_counter() - started
                 stats.extra["appearance_s"] = stats.extra.get("appearance_s", 0.0) + converted
             yield SampledFrame(index, t, image, scale, source)
@@ -249,7 +250,7 @@ def detect_track_appearance(
     return pl.DataFrame(rows, schema=DETECTION_COLUMNS), table, stats
 
 
-def _appearance_rows(image: np.ndarray, detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _appearance_rows(image: YuvPlanes, detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One appearance row per detection row; boxes rounded to float32 first, as the parts store them
     (embed clips the stored box, so the vector must come from exactly that box)."""
     boxes: list[tuple[float, float, float, float]] = [
@@ -272,29 +273,40 @@ def _appearance_rows(image: np.ndarray, detections: list[dict[str, Any]]) -> lis
     return out
 
 
+KIT_BANDS = ((0.22, 0.48), (0.48, 0.62))
+"""kit_features' shirt and shorts bands, as fractions of the box height (the middle half of its width)."""
+
+
 def kit_features(image: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
     """Per box, the CIELAB colour of the shirt band and the shorts band, as a unit vector (the ReID feature).
 
     Lightness is down-weighted (shadows and the pitch change it), the colour axes carry the kit. Only
-    the bands are converted to CIELAB (a few percent of the frame's pixels).
+    the bands' pixels are converted to CIELAB (a few percent of the frame's), all boxes' in one call.
     """
     h, w = image.shape[:2]
-    out = np.zeros((len(xyxy), 6), np.float32)
-    for i, (x1, y1, x2, y2) in enumerate(xyxy):
-        bh = max(1.0, y2 - y1)
-        xa, xb = int(max(0, x1 + 0.25 * (x2 - x1))), int(min(w, x2 - 0.25 * (x2 - x1)) + 1)
-        for k, (top, bottom) in enumerate(((0.22, 0.48), (0.48, 0.62))):
-            ya, yb = int(max(0, y1 + top * bh)), int(min(h, y1 + bottom * bh) + 1)
-            band = image[ya:yb, xa:xb]
-            if band.size:
-                mean = cv2.cvtColor(band, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32).mean(axis=0)
-                out[i, 3 * k : 3 * k + 3] = [
-                    (mean[0] - 128) / 255,
-                    (mean[1] - 128) / 32,
-                    (mean[2] - 128) / 32,
-                ]
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.asarray(out / np.maximum(norms, 1e-6))
+    n = len(xyxy)
+    out = np.zeros((n, 2, 3), np.float32)
+    if n:
+        x1, y1, x2, y2 = np.asarray(xyxy, np.float32).T
+        bh = np.maximum(np.float32(1.0), y2 - y1)
+        xa = np.maximum(0, x1 + 0.25 * (x2 - x1)).astype(np.intp)
+        xb = np.minimum(w, (np.minimum(np.float32(w), x2 - 0.25 * (x2 - x1)) + 1).astype(np.intp))
+        rects = []
+        for top, bottom in KIT_BANDS:
+            ya = np.maximum(0, y1 + top * bh).astype(np.intp)
+            yb = np.minimum(h, (np.minimum(np.float32(h), y1 + bottom * bh) + 1).astype(np.intp))
+            rects.append(np.stack([ya, yb, xa, xb], axis=1))
+        rows, cols, band = rect_pixels(np.stack(rects, axis=1).reshape(-1, 4))  # box-major
+        if len(band):
+            lab = cv2.cvtColor(np.ascontiguousarray(image[rows, cols])[None], cv2.COLOR_BGR2LAB)[0]
+            count = np.bincount(band, minlength=2 * n)
+            sums = np.stack([np.bincount(band, lab[:, c], minlength=2 * n) for c in range(3)], axis=1)
+            mean = sums / np.maximum(count, 1)[:, None]
+            scaled = (mean - 128) / (255.0, 32.0, 32.0)
+            out.reshape(-1, 3)[count > 0] = scaled[count > 0]
+    flat = out.reshape(n, 6)
+    norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    return np.asarray(flat / np.maximum(norms, 1e-6))
 
 
 def _f32(value: float) -> float:

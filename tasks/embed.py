@@ -126,6 +126,86 @@ class EmbedParams(BaseModel):
 # --- colour --------------------------------------------------------------------------------------
 
 
+class YuvPlanes(NamedTuple):
+    """A decoded frame as its 4:2:0 planes: luma ``(h, w)``, chroma ``(⌈h/2⌉, ⌈w/2⌉)``, BT.601 limited range.
+
+    This is the frame type of the appearance vectors (:func:`yuv_planes` reads it from a PyAV frame
+    without copying): converting a whole 720p frame to BGR costs ~5 ms, and the vectors read only a
+    few percent of its pixels, so only those are converted (:func:`_planes_bgr`, to the very values
+    swscale's conversion of the whole frame gives).
+    """
+
+    y: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+
+
+_BT601_TAGS: Final = frozenset(
+    {2, 5, 6}
+)  # AVColorSpace unspecified (swscale then uses BT.601), BT470BG, SMPTE170M
+
+
+def yuv_planes(frame: av.VideoFrame) -> YuvPlanes:
+    """A decoded frame's :class:`YuvPlanes`: views of its buffers when it is BT.601 limited-range yuv420p
+    (H.264 as filmroom's footage comes); any other frame is converted to BGR by swscale (which reads
+    the frame's colour tags) and back to BT.601 planes."""
+    if frame.format.name == "yuv420p" and frame.colorspace in _BT601_TAGS and frame.color_range != 2:
+        h, w = frame.height, frame.width
+        ch, cw = (h + 1) // 2, (w + 1) // 2
+        luma, cb, cr = (np.frombuffer(memoryview(plane), np.uint8) for plane in frame.planes)
+        return YuvPlanes(luma.reshape(h, -1)[:, :w], cb.reshape(ch, -1)[:, :cw], cr.reshape(ch, -1)[:, :cw])
+    return planes_from_bgr(frame.to_ndarray(format="bgr24"))
+
+
+def planes_from_bgr(image_bgr: np.ndarray) -> YuvPlanes:
+    """The :class:`YuvPlanes` of a BGR image (OpenCV's BT.601 conversion; odd sizes are edge-padded)."""
+    h, w = image_bgr.shape[:2]
+    even = np.pad(image_bgr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    eh, ew = even.shape[:2]
+    i420 = cv2.cvtColor(even, cv2.COLOR_BGR2YUV_I420).reshape(-1)
+    chroma = i420[eh * ew :].reshape(2, eh // 2, ew // 2)
+    return YuvPlanes(i420[: eh * ew].reshape(eh, ew)[:h, :w], chroma[0], chroma[1])
+
+
+def _planes_bgr(planes: YuvPlanes, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``(n, 3)`` BGR of the pixels at ``(rows, cols)`` (:func:`_yuv_bgr`; 2 x 2 blocks share a chroma)."""
+    half_rows, half_cols = rows >> 1, cols >> 1
+    return _yuv_bgr(planes.y[rows, cols], planes.u[half_rows, half_cols], planes.v[half_rows, half_cols])
+
+
+def _yuv_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """BGR (shape + (3,)) of pixels given by their Y, U, V bytes: exactly what swscale's conversion of
+    the whole frame (``frame.to_ndarray(format="bgr24")``) gives there, read from :func:`_swscale_bgr`."""
+    at = u.astype(np.intp) << 16 | v.astype(np.intp) << 8 | y
+    return np.ascontiguousarray(_swscale_bgr().take(at).view(np.uint8).reshape(*at.shape, 4)[..., :3])
+
+
+@lru_cache(maxsize=1)
+def _swscale_bgr() -> np.ndarray:
+    """swscale's BGR of every ``(Y, U, V)``, packed in a uint32 at ``U << 16 | V << 8 | Y`` (64 MiB, built
+    in ~0.3 s once per process).
+
+    swscale converts BT.601 yuv420p to BGR pixel by pixel (nearest chroma; fixed-point arithmetic that
+    runs ~1 unit darker than the exact matrix, so OpenCV's conversion would shift the vectors), hence
+    one 4096 x 4096 frame that holds every triple, converted once, gives its output for any frame.
+    The frame's 2 x 2 chroma blocks are laid out ``(U, q_hi, dy, V, q_lo, dx)`` with luma
+    ``Y = 32 q_hi + 4 q_lo + 2 dy + dx``.
+    """
+    q, d = np.arange(8), np.arange(2)
+    luma = (32 * q[:, None, None, None, None] + 2 * d[None, :, None, None, None]) + (
+        4 * q[None, None, None, :, None] + d[None, None, None, None, :]
+    )  # (q_hi, dy, V, q_lo, dx)
+    y_plane = np.broadcast_to(luma.astype(np.uint8), (256, 8, 2, 256, 8, 2)).reshape(4096, 4096)
+    chroma = np.repeat(np.arange(256, dtype=np.uint8), 8)
+    u_plane = np.broadcast_to(chroma[:, None], (2048, 2048))
+    v_plane = np.broadcast_to(chroma[None, :], (2048, 2048))
+    i420 = np.concatenate([y_plane.ravel(), u_plane.ravel(), v_plane.ravel()]).reshape(-1, 4096)
+    bgr = av.VideoFrame.from_ndarray(i420, format="yuv420p").to_ndarray(format="bgr24")
+    packed = np.zeros((256, 256, 8, 8, 2, 2, 4), np.uint8)  # (U, V, q_hi, q_lo, dy, dx): Y in order
+    packed[..., :3] = bgr.reshape(256, 8, 2, 256, 8, 2, 3).transpose(0, 3, 1, 4, 2, 5, 6)
+    return packed.view(np.uint32).reshape(-1)
+
+
 def grass_mask(image_bgr: np.ndarray, pitch: PitchColour | None = None) -> np.ndarray:
     """True where a pixel looks like pitch grass.
 
@@ -134,7 +214,10 @@ def grass_mask(image_bgr: np.ndarray, pitch: PitchColour | None = None) -> np.nd
     frame's :class:`PitchColour`, only pixels within ±10 of its hue and 0.55-1.45 x its brightness
     count, so a green goalkeeper shirt (a different hue or much brighter) is not taken for grass.
     """
-    hsv = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV)
+    return _grass(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV), pitch)
+
+
+def _grass(hsv: np.ndarray, pitch: PitchColour | None) -> np.ndarray:
     h, s, v = hsv[..., 0].astype(np.int16), hsv[..., 1], hsv[..., 2]
     if pitch is None:
         return np.asarray((h >= 28) & (h <= 95) & (s >= 50) & (v >= 30))
@@ -150,50 +233,99 @@ class PitchColour(NamedTuple):
     value: float
 
 
-def pitch_colour(image_bgr: np.ndarray) -> PitchColour | None:
-    """Median hue and brightness of the grass-like pixels of a frame (every 8th pixel); None if none."""
-    small = np.ascontiguousarray(image_bgr[::8, ::8])
-    mask = grass_mask(small)
+def pitch_colour(image: np.ndarray | YuvPlanes) -> PitchColour | None:
+    """Median hue and brightness of the grass-like pixels of a frame (BGR or planes; every 8th pixel of
+    every 8th row); None if none."""
+    if isinstance(image, YuvPlanes):  # pixel (8 i, 8 j) has chroma (4 i, 4 j)
+        small = _yuv_bgr(image.y[::8, ::8], image.u[::4, ::4], image.v[::4, ::4])
+    else:
+        small = np.ascontiguousarray(image[::8, ::8])
+    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)
+    mask = _grass(hsv, None)
     if mask.mean() < 0.05:
         return None
-    hsv = cv2.cvtColor(small, cv2.COLOR_BGR2HSV)[mask]
+    hsv = hsv[mask]
     return PitchColour(float(np.median(hsv[:, 0])), float(np.median(hsv[:, 2])))
 
 
-def _band(crop: np.ndarray, rows: tuple[float, float], cols: tuple[float, float]) -> np.ndarray:
-    h, w = crop.shape[:2]
-    y0, y1 = int(h * rows[0]), max(int(h * rows[0]) + 1, round(h * rows[1]))
-    x0, x1 = int(w * cols[0]), max(int(w * cols[0]) + 1, round(w * cols[1]))
-    return crop[y0:y1, x0:x1]
+def _band_rects(boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    """``(4 n, 4)`` ``[y0, y1, x0, x1]`` of every box's :data:`BANDS` (frame pixels, :data:`_BANDS` order)."""
+    rects = []
+    for x1, y1, x2, y2 in boxes:
+        h, w = y2 - y1, x2 - x1
+        for name in _BANDS:
+            (top, bottom), (left, right) = BANDS[name]
+            ya, xa = int(h * top), int(w * left)
+            yb, xb = max(ya + 1, round(h * bottom)), max(xa + 1, round(w * right))
+            rects.append((y1 + ya, y1 + yb, x1 + xa, x1 + xb))
+    return np.asarray(rects, np.intp).reshape(-1, 4)
+
+
+def rect_pixels(rects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, rectangle index) of every pixel of ``rects`` (``[y0, y1, x0, x1]``), row-major in each."""
+    widths = np.maximum(rects[:, 3] - rects[:, 2], 0)
+    sizes = np.maximum(rects[:, 1] - rects[:, 0], 0) * widths
+    which = np.repeat(np.arange(len(rects)), sizes)
+    offset = np.arange(len(which)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    width = widths[which]
+    return rects[which, 0] + offset // width, rects[which, 2] + offset % width, which
+
+
+_AB_EDGES: Final = np.linspace(-64.0, 64.0, HIST_BINS + 1)
+# the a* / b* histogram bin of each stored byte (OpenCV stores a* + 128)
+_AB_BIN: Final = np.clip(np.digitize(np.arange(256) - 128.0, _AB_EDGES[1:-1]), 0, HIST_BINS - 1)
+
+
+def _band_vectors(bgr: np.ndarray, band: np.ndarray, n: int, pitch: PitchColour | None) -> np.ndarray:
+    """``(n, APPEARANCE_DIM)`` vectors from the BGR pixels of every band of ``n`` boxes (``band``: box x 4 +
+    the band's place in :data:`_BANDS`); all boxes at once, one colour conversion each.
+
+    Medians are read from per-band counts of the 256 byte values of each LAB channel (the scaling to
+    L 0..100, a/b -128..127 is affine, so it commutes with the median of two middle values).
+    """
+    out = np.zeros((n, APPEARANCE_DIM), np.float32)
+    if not len(band):
+        return out
+    k = 4 * n
+    keep = ~grass_mask(bgr[None], pitch)[0]
+    lab = cv2.cvtColor(bgr[None], cv2.COLOR_BGR2LAB)[0][keep].astype(np.intp)
+    kept_band = band[keep]
+    total, kept = np.bincount(band, minlength=k), np.bincount(kept_band, minlength=k)
+    key = (kept_band[:, None] * 3 + np.arange(3)) * 256 + lab
+    cumulative = np.bincount(key.ravel(), minlength=k * 3 * 256).reshape(k * 3, 256).cumsum(axis=1)
+    count = np.repeat(kept, 3)[:, None]
+    low = (cumulative <= (count - 1) // 2).sum(axis=1)  # the two middle values (the same one if odd)
+    high = (cumulative <= count // 2).sum(axis=1)
+    median = ((low + high) / 2).reshape(n, 4, 3) * (100.0 / 255.0, 1.0, 1.0) - (0.0, 128.0, 128.0)
+    median[kept.reshape(n, 4) == 0] = 0.0
+    for place, name in enumerate(_BANDS):
+        out[:, APPEARANCE_LAYOUT[f"{name}_lab"]] = median[:, place]
+    torso = _BANDS.index("torso")
+    out[:, APPEARANCE_LAYOUT["torso_coverage"]] = (kept[torso::4] / total[torso::4])[:, None]
+    in_torso = kept_band % 4 == torso
+    cell = _AB_BIN[lab[in_torso, 1]] * HIST_BINS + _AB_BIN[lab[in_torso, 2]]
+    hist = np.bincount(kept_band[in_torso] // 4 * HIST_BINS**2 + cell, minlength=n * HIST_BINS**2)
+    hist = hist.reshape(n, HIST_BINS**2).astype(np.float32)
+    sums = hist.sum(axis=1, keepdims=True)
+    out[:, APPEARANCE_LAYOUT["torso_hist"]] = hist / np.maximum(sums, 1.0)
+    return out
+
+
+def _box_vectors(
+    image: np.ndarray | YuvPlanes, boxes: list[tuple[int, int, int, int]], pitch: PitchColour | None
+) -> np.ndarray:
+    """The vectors of clipped integer ``boxes`` of one image (BGR or planes)."""
+    rows, cols, band = rect_pixels(_band_rects(boxes))
+    bgr = _planes_bgr(image, rows, cols) if isinstance(image, YuvPlanes) else image[rows, cols]
+    return _band_vectors(bgr, band, len(boxes), pitch)
 
 
 def appearance_vector(crop_bgr: np.ndarray, pitch: PitchColour | None = None) -> np.ndarray:
     """The appearance vector of one person crop (BGR, the whole box); see :data:`APPEARANCE_LAYOUT`."""
-    out = np.zeros(APPEARANCE_DIM, np.float32)
     if crop_bgr.size == 0:
-        return out
-    crop = np.ascontiguousarray(crop_bgr)
-    grass = grass_mask(crop, pitch)  # one colour conversion per crop, not per band
-    lab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB)
-    for name in _BANDS:
-        keep = ~_band(grass, *BANDS[name])
-        if keep.size == 0:
-            continue
-        if name == "torso":
-            out[APPEARANCE_LAYOUT["torso_coverage"]] = float(keep.mean())
-        pixels = _band(lab, *BANDS[name])[keep].astype(np.float32)
-        if not len(pixels):
-            continue
-        pixels[:, 0] *= 100.0 / 255.0
-        pixels[:, 1:] -= 128.0
-        out[APPEARANCE_LAYOUT[f"{name}_lab"]] = np.median(pixels, axis=0)
-        if name == "torso":
-            edges = np.linspace(-64.0, 64.0, HIST_BINS + 1)
-            a = np.clip(np.digitize(pixels[:, 1], edges[1:-1]), 0, HIST_BINS - 1)
-            b = np.clip(np.digitize(pixels[:, 2], edges[1:-1]), 0, HIST_BINS - 1)
-            hist = np.bincount(a * HIST_BINS + b, minlength=HIST_BINS * HIST_BINS).astype(np.float32)
-            out[APPEARANCE_LAYOUT["torso_hist"]] = hist / hist.sum()
-    return out
+        return np.zeros(APPEARANCE_DIM, np.float32)
+    h, w = crop_bgr.shape[:2]
+    return _box_vectors(crop_bgr, [(0, 0, w, h)], pitch)[0]
 
 
 # --- faces ---------------------------------------------------------------------------------------
@@ -475,7 +607,29 @@ def iter_frames(
     fast: bool = False,
     seek: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Decode ``path`` once, in order, and yield ``(frame index, BGR/RGB array)`` for the wanted frames.
+    """Decode ``path`` once, in order, and yield ``(frame index, BGR/RGB array)`` for the wanted frames
+    (:func:`decoded_frames`)."""
+    for index, frame in decoded_frames(path, frames, start_s=start_s, fast=fast, seek=seek):
+        yield index, frame.to_ndarray(format="rgb24" if rgb else "bgr24")
+
+
+def iter_planes(
+    path: str, frames: Iterable[int], *, start_s: float = 0.0, fast: bool = False
+) -> Iterator[tuple[int, YuvPlanes]]:
+    """:func:`iter_frames` for appearance vectors: each wanted frame's :class:`YuvPlanes` (no conversion)."""
+    for index, frame in decoded_frames(path, frames, start_s=start_s, fast=fast):
+        yield index, yuv_planes(frame)
+
+
+def decoded_frames(
+    path: str,
+    frames: Iterable[int],
+    *,
+    start_s: float = 0.0,
+    fast: bool = False,
+    seek: bool = False,
+) -> Iterator[tuple[int, av.VideoFrame]]:
+    """Decode ``path`` once, in order, and yield ``(frame index, PyAV frame)`` for the wanted frames.
 
     Frame indices follow detect_track's convention: ``round((pts_time - stream start) * fps)``.
     Decoding seeks to the keyframe before ``start_s``, stops after the last wanted frame, and skips
@@ -516,7 +670,7 @@ def iter_frames(
                     container.seek(keyframes[0][1], stream=stream, backward=True)
                     key_index, position, jumped = [], -1, False
             if position == target and frame is not None:
-                yield target, frame.to_ndarray(format="rgb24" if rgb else "bgr24")
+                yield target, frame
 
 
 def _keyframes(path: str, start_s: float, last: int) -> list[tuple[int, int]]:
@@ -546,27 +700,29 @@ def _clip(x1: float, y1: float, x2: float, y2: float, w: int, h: int) -> tuple[i
 
 
 def appearance_vectors(
-    image_bgr: np.ndarray, boxes: Iterable[tuple[float, float, float, float]]
+    image: YuvPlanes | np.ndarray, boxes: Iterable[tuple[float, float, float, float]]
 ) -> list[np.ndarray | None]:
-    """The appearance vector of each box of one full-resolution BGR frame (None: too small to embed).
+    """The appearance vector of each box of one full-resolution frame (None: too small to embed).
 
-    The one place both embed (decoding) and detect_track (while its frame is in memory) compute them.
+    The one place both embed (decoding) and detect_track (while its frame is in memory) compute them,
+    both from the frame's :class:`YuvPlanes` (:func:`yuv_planes`), so the two give the same bits; a BGR
+    image is read as it is. Boxes are clipped to the frame; a box under 4 x 8 pixels gets None.
     """
     boxes = list(boxes)
     if not boxes:
         return []
-    h, w = image_bgr.shape[:2]
-    pitch = pitch_colour(image_bgr)
-    out: list[np.ndarray | None] = []
-    for box in boxes:
-        x1, y1, x2, y2 = _clip(*box, w, h)
-        ok = x2 - x1 >= 4 and y2 - y1 >= 8
-        out.append(appearance_vector(image_bgr[y1:y2, x1:x2], pitch) if ok else None)
-    return out
+    h, w = image.y.shape if isinstance(image, YuvPlanes) else image.shape[:2]
+    clipped = [_clip(*box, w, h) for box in boxes]
+    usable = [x2 - x1 >= 4 and y2 - y1 >= 8 for x1, y1, x2, y2 in clipped]
+    if not any(usable):
+        return [None] * len(boxes)
+    pitch = pitch_colour(image)
+    vectors = iter(_box_vectors(image, [box for box, ok in zip(clipped, usable, strict=True) if ok], pitch))
+    return [next(vectors) if ok else None for ok in usable]
 
 
 def embed_frames(
-    frames: Iterable[tuple[int, np.ndarray]],
+    frames: Iterable[tuple[int, Any]],
     samples: pl.DataFrame,
     params: EmbedParams,
     *,
@@ -575,8 +731,9 @@ def embed_frames(
 ) -> pl.DataFrame:
     """Embeddings of ``samples`` (track rows of one angle) from decoded ``frames`` (pure but for models).
 
-    Frames must be BGR for appearance and RGB for faces (:func:`iter_frames`' ``rgb``); ``engine``
-    runs the face ResNet (:func:`face_descriptors`).
+    Frames must be :class:`YuvPlanes` for appearance (:func:`iter_planes`, what detect_track reads too)
+    and RGB arrays for faces (:func:`iter_frames`' ``rgb``); ``engine`` runs the face ResNet
+    (:func:`face_descriptors`).
     """
     by_frame: dict[int, list[dict[str, Any]]] = {}
     for row in samples.filter(pl.col("angle") == angle).iter_rows(named=True):
@@ -663,8 +820,11 @@ def embed_video(
     """
     samples = select_samples(_chunk_rows(tracks, angle, start_s, end_s), params)
     faces = params.kind == "face"
-    frames = iter_frames(
-        path, samples["frame"].to_list(), start_s=start_s, rgb=faces, fast=params.fast_decode, seek=faces
+    wanted = samples["frame"].to_list()
+    frames = (
+        iter_frames(path, wanted, start_s=start_s, rgb=True, fast=params.fast_decode, seek=True)
+        if faces
+        else iter_planes(path, wanted, start_s=start_s, fast=params.fast_decode)
     )
     table = embed_frames(frames, samples, params, angle=angle, engine=engine)
     validate_table("embeddings", table)
@@ -714,7 +874,7 @@ def embed_from_appearance(
     )
     table = found.cast(polars_schema("embeddings"))
     if not missing.is_empty():
-        frames = iter_frames(path, missing["frame"].to_list(), start_s=start_s, fast=params.fast_decode)
+        frames = iter_planes(path, missing["frame"].to_list(), start_s=start_s, fast=params.fast_decode)
         table = pl.concat([table, embed_frames(frames, missing, params, angle=angle)])
     table = table.sort("frame", "track_id")  # embed_video's order: decode order, then samples' order
     validate_table("embeddings", table)

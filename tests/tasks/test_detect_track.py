@@ -7,11 +7,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import polars as pl
 import pytest
 
 from infra.synth import GameSpec, SynthClip
-from tasks.detect_track import ChunkStats, DetectParams, detect_track_chunk, frame_stride, sample_frames
+from tasks.detect_track import (
+    ChunkStats,
+    DetectParams,
+    detect_track_chunk,
+    frame_stride,
+    kit_features,
+    sample_frames,
+)
 from tasks.detector import BUNDLED_FLOAT_WEIGHTS, BUNDLED_WEIGHTS, load_model
 from tasks.evaluate import evaluate_tracks
 from tasks.ingest import Chunk
@@ -122,3 +131,23 @@ def test_ultralytics_runs_fully_offline(no_network: list[Any], game_clip: SynthC
     for tracker in ("bytetrack", "botsort"):
         detect_track_chunk(part, PARAMS.model_copy(update={"tracker": tracker}))
     assert no_network == []
+
+
+def test_kit_features_are_the_lab_means_of_each_boxs_shirt_and_shorts_bands() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (360, 640, 3), np.uint8)
+    xyxy = np.asarray(
+        [[100.3, 50.8, 130.1, 140.2], [620.5, 300.2, 660.0, 372.0], [-8.0, 10.0, 20.5, 90.0], [5, 5, 5, 5]],
+        np.float32,
+    )
+    got = kit_features(image, xyxy)
+    for box, vector in zip(xyxy, got, strict=True):  # the definition, one band at a time
+        x1, y1, x2, y2 = (float(v) for v in box)
+        bh, bw = max(1.0, y2 - y1), x2 - x1
+        xa, xb = int(max(0, x1 + 0.25 * bw)), int(min(640, x2 - 0.25 * bw) + 1)
+        expected = []
+        for top, bottom in ((0.22, 0.48), (0.48, 0.62)):
+            band = image[int(max(0, y1 + top * bh)) : int(min(360, y1 + bottom * bh) + 1), xa:xb]
+            mean = cv2.cvtColor(band, cv2.COLOR_BGR2LAB).reshape(-1, 3).mean(axis=0)
+            expected.extend([(mean[0] - 128) / 255, (mean[1] - 128) / 32, (mean[2] - 128) / 32])
+        np.testing.assert_allclose(vector, np.asarray(expected) / np.linalg.norm(expected), atol=1e-5)

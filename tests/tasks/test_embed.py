@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import polars as pl
 import pytest
@@ -20,6 +21,8 @@ from tasks.embed import (
     FACE_DIM,
     EmbedParams,
     appearance_vector,
+    appearance_vectors,
+    decoded_frames,
     embed_from_appearance,
     embed_task,
     embed_video,
@@ -29,6 +32,7 @@ from tasks.embed import (
     pitch_colour,
     read_appearance,
     select_samples,
+    yuv_planes,
 )
 from tasks.ingest import plan_chunks, probe_video
 from tasks.stitch import stitch_task
@@ -70,6 +74,46 @@ def test_a_green_keeper_shirt_is_not_taken_for_grass_once_the_pitch_colour_is_kn
     assert not grass_mask(shirt, pitch).any()  # ... the frame's own pitch colour does not
     _, a, _ = appearance_vector(_player(KEEPER_GREEN), pitch)[APPEARANCE_LAYOUT["torso_lab"]]
     assert a < -30
+
+
+def test_vectors_from_the_yuv_planes_equal_those_of_swscales_bgr_frame(identity_game: GameCase) -> None:
+    """detect_track and embed convert only the bands' pixels of the decoder's planes: the vectors are
+    those of the whole frame converted to BGR (as they were computed before), and a frame's boxes
+    computed together equal each crop computed alone."""
+    truth = identity_game.truth
+    wanted = sorted(set(truth["frame"].to_list()))[::40][:6]
+    compared = 0
+    for index, frame in decoded_frames(str(identity_game.clip.video_path), wanted):
+        bgr, planes = frame.to_ndarray(format="bgr24"), yuv_planes(frame)
+        h, w = bgr.shape[:2]
+        pitch = pitch_colour(bgr)
+        assert pitch is not None and pitch_colour(planes) == pitch
+        rows = truth.filter(pl.col("frame") == index)
+        boxes = list(zip(rows["x1"], rows["y1"], rows["x2"], rows["y2"], strict=True))
+        for box, from_planes, from_bgr in zip(
+            boxes, appearance_vectors(planes, boxes), appearance_vectors(bgr, boxes), strict=True
+        ):
+            assert (from_planes is None) == (from_bgr is None)
+            if from_planes is None or from_bgr is None:
+                continue
+            np.testing.assert_allclose(from_planes, from_bgr, atol=1e-4)
+            x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
+            x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+            np.testing.assert_allclose(appearance_vector(bgr[y1:y2, x1:x2], pitch), from_bgr, atol=1e-4)
+            compared += 1
+    assert compared > 30
+
+
+def test_a_frame_that_is_not_bt601_yuv420p_is_converted_to_planes() -> None:
+    frame = np.zeros((200, 300, 3), np.uint8)
+    frame[:] = GRASS
+    frame[60:140, 100:130] = _player(RED)
+    box = (100.0, 60.0, 130.0, 140.0)
+    (expected,) = appearance_vectors(frame, [box])
+    (got,) = appearance_vectors(yuv_planes(av.VideoFrame.from_ndarray(frame, format="bgr24")), [box])
+    assert expected is not None and got is not None
+    torso = APPEARANCE_LAYOUT["torso_lab"]
+    assert np.abs(got[torso] - expected[torso]).max() < 3  # through 4:2:0 and back: chroma rounding only
 
 
 def test_samples_are_spaced_per_track_but_short_tracks_keep_every_row() -> None:
