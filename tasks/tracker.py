@@ -119,23 +119,211 @@ def association_cost(
 
 
 def _motion_kit_botsort() -> type:
-    """Defined on first use: ultralytics is imported only once it has been told to stay offline."""
+    """Defined on first use: ultralytics is imported only once it has been told to stay offline.
+
+    Besides the association, the tracker, its tracks and its Kalman filter redo a few of ultralytics'
+    per-track steps with less Python around the same arithmetic (the same numpy operations in the same
+    order, so the same floats and the same tracks): the Kalman correction, the kit-feature smoothing,
+    building the tracks of a frame's detections and the boxes the cost reads. At ~11 boxes a frame these
+    calls, not the arithmetic, were most of the tracker's time outside the camera-motion estimate
+    (``bench/tracker.py --reference`` times both and checks the ids).
+    """
     global _MOTION_KIT_BOTSORT
     if _MOTION_KIT_BOTSORT is not None:
         return _MOTION_KIT_BOTSORT
     from ultralytics.trackers.basetrack import TrackState
-    from ultralytics.trackers.bot_sort import BOTSORT
+    from ultralytics.trackers.bot_sort import BOTSORT, BOTrack
     from ultralytics.trackers.utils import matching
     from ultralytics.trackers.utils.kalman_filter import KalmanFilterXYWH
+
+    tracked = TrackState.Tracked
+
+    class LeanKalman(KalmanFilterXYWH):
+        """KalmanFilterXYWH.update inlined (project, solve, multi_dot's own order A(BC) for 8x4·4x4·4x8)."""
+
+        def update(
+            self,
+            mean: np.ndarray,
+            covariance: np.ndarray,
+            measurement: np.ndarray,
+            confidence: float | None = None,
+        ) -> tuple[np.ndarray, np.ndarray]:
+            if confidence is not None:
+                return super().update(mean, covariance, measurement, confidence)
+            std = self._std_weight_position * mean[2:4]
+            projected_cov = covariance[:4, :4] + np.diag(np.square((std[0], std[1], std[0], std[1])))
+            kalman_gain = np.linalg.solve(projected_cov, covariance[:, :4].T).T
+            innovation = measurement - mean[:4]
+            new_mean = mean + np.dot(innovation, kalman_gain.T)
+            new_covariance = covariance - np.dot(kalman_gain, np.dot(projected_cov, kalman_gain.T))
+            return new_mean, new_covariance
+
+        def multi_update(
+            self, mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray]:
+            """:meth:`update` of N tracks at once (N x 8, N x 8 x 8, N x 4): the same products per track."""
+            std = self._std_weight_position * mean[:, 2:4]
+            innovation_cov = np.zeros((len(mean), 4, 4))
+            innovation_cov[:, range(4), range(4)] = np.square(std[:, [0, 1, 0, 1]])
+            projected_cov = covariance[:, :4, :4] + innovation_cov
+            gain_t = np.linalg.solve(projected_cov, covariance[:, :, :4].transpose(0, 2, 1))  # K^T, N x 4 x 8
+            innovation = measurement - mean[:, :4]
+            new_mean = mean + np.matmul(innovation[:, None, :], gain_t)[:, 0]
+            new_covariance = covariance - np.matmul(
+                gain_t.transpose(0, 2, 1), np.matmul(projected_cov, gain_t)
+            )
+            return new_mean, new_covariance
+
+    class LeanTrack(BOTrack):
+        """BOTrack with its per-frame steps inlined (same arithmetic as ultralytics')."""
+
+        curr_feat: Any
+        smooth_feat: Any
+        kalman_filter: Any
+
+        def update_features(self, feat: np.ndarray) -> None:
+            # reid.smooth_feature, with np.linalg.norm's own sqrt(x.x)
+            feat = np.asarray(feat, dtype=np.float32)
+            norm = np.sqrt(feat.dot(feat))
+            if norm < 1e-12:
+                return
+            feat = feat / norm
+            smooth = self.smooth_feat
+            if smooth is None:
+                self.curr_feat, self.smooth_feat = feat, feat.copy()
+                return
+            smooth = self.alpha * smooth + (1 - self.alpha) * feat
+            self.curr_feat, self.smooth_feat = feat, smooth / np.sqrt(smooth.dot(smooth))
+
+        def update(self, new_track: Any, frame_id: int) -> None:
+            # BOTrack.update + STrack.update (no angle: axis-aligned boxes)
+            if new_track.curr_feat is not None:
+                self.update_features(new_track.curr_feat)
+            self.frame_id = frame_id
+            self.tracklet_len += 1
+            self.mean, self.covariance = self.kalman_filter.update(
+                self.mean,
+                self.covariance,
+                _centre(new_track._tlwh if new_track.mean is None else new_track.tlwh),
+            )
+            self.state = tracked
+            self.is_activated = True
+            self.score = new_track.score
+            self.cls = new_track.cls
+            self.idx = new_track.idx
+
+        @property
+        def xywh(self) -> np.ndarray:
+            ret = self.tlwh  # a fresh array already
+            ret[:2] += ret[2:] / 2
+            return ret
+
+    def _centre(tlwh: np.ndarray) -> np.ndarray:
+        """BOTrack.tlwh_to_xywh of a detection's box (a copy)."""
+        ret = tlwh.copy()
+        ret[:2] += ret[2:] / 2
+        return ret
+
+    def boxes_xywh(tracks: list[Any]) -> np.ndarray:
+        """``[t.xywh for t in tracks]`` as float64, computed for all tracks at once (the same elementwise
+        arithmetic: the Kalman mean's box, or a detection's float32 box, to top-left and back)."""
+        if tracks[0].mean is not None and all(t.mean is not None for t in tracks):
+            ret = np.array([t.mean[:4] for t in tracks])
+        elif all(t.mean is None for t in tracks):
+            ret = np.array([t._tlwh for t in tracks])
+            ret[:, :2] += ret[:, 2:] / 2
+            return ret.astype(np.float64)
+        else:
+            return np.array([t.xywh for t in tracks], np.float64)
+        ret[:, :2] -= ret[:, 2:] / 2
+        ret[:, :2] += ret[:, 2:] / 2
+        return ret
 
     class MotionKitBoTSORT(BOTSORT):
         """BoT-SORT with filmroom's centre-distance + kit-gate association (see the module docstring)."""
 
+        kalman_filter: Any  # a LeanKalman
+
         def get_kalmanfilter(self) -> KalmanFilterXYWH:
-            kf = KalmanFilterXYWH()
+            kf = LeanKalman()
             kf._std_weight_position = float(self.args.kf_position)
             kf._std_weight_velocity = float(self.args.kf_velocity)
             return kf
+
+        def init_track(self, results: Any, img: np.ndarray | None = None) -> list[Any]:
+            """BOTSORT.init_track, with the boxes converted for all detections at once."""
+            if len(results) == 0:
+                return []
+            xywh = np.asarray(results.xywh)
+            if xywh.ndim != 2 or xywh.shape[1] != 4:  # oriented boxes: ultralytics' own path
+                return list(super().init_track(results, img))
+            xywh = xywh.astype(np.float64)  # parse_bboxes' concatenation with the indices
+            ltwh = xywh.copy()
+            ltwh[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
+            ltwh = ltwh.astype(np.float32)
+            feats = img if self.args.with_reid and self.encoder is not None and img is not None else None
+            tracks = []
+            for i, (box, score, cls) in enumerate(zip(ltwh, results.conf, results.cls, strict=True)):
+                track = LeanTrack.__new__(LeanTrack)
+                track.__dict__.update(
+                    track_id=0,
+                    is_activated=False,
+                    state=TrackState.New,
+                    score=score,
+                    start_frame=0,
+                    frame_id=0,
+                    _tlwh=box,
+                    kalman_filter=None,
+                    mean=None,
+                    covariance=None,
+                    tracklet_len=0,
+                    cls=cls,
+                    idx=float(i),
+                    angle=None,
+                    smooth_feat=None,
+                    curr_feat=None,
+                    alpha=0.9,
+                )
+                if feats is not None:
+                    track.update_features(feats[i])
+                tracks.append(track)
+            return tracks
+
+        def _apply_matches(
+            self,
+            matches: Any,
+            pool: list[Any],
+            detections: list[Any],
+            activated: list[Any],
+            refind: list[Any],
+        ) -> None:
+            """BYTETracker._apply_matches (BOTrack.update / re_activate), one Kalman correction for all."""
+            pairs = [(pool[i], detections[j]) for i, j in matches]
+            if len(pairs) < 2 or any(t.angle is not None or t.mean is None for t, _ in pairs):
+                super()._apply_matches(matches, pool, detections, activated, refind)
+                return
+            for track, det in pairs:
+                if det.curr_feat is not None:
+                    track.update_features(det.curr_feat)
+            mean, covariance = self.kalman_filter.multi_update(
+                np.array([t.mean for t, _ in pairs]),
+                np.array([t.covariance for t, _ in pairs]),
+                np.array([_centre(d._tlwh if d.mean is None else d.tlwh) for _, d in pairs]),
+            )
+            for (track, det), m, c in zip(pairs, mean, covariance, strict=True):
+                track.mean, track.covariance = m, c
+                if track.state == tracked:
+                    track.tracklet_len += 1
+                    activated.append(track)
+                else:
+                    track.tracklet_len = 0
+                    refind.append(track)
+                track.state = tracked
+                track.is_activated = True
+                track.frame_id = self.frame_id
+                track.score = det.score
+                track.cls = det.cls
+                track.idx = det.idx
 
         def multi_predict(self, tracks: list[Any]) -> None:
             """BOTrack.multi_predict, but with this tracker's filter instead of a class-wide one."""
@@ -143,10 +331,10 @@ def _motion_kit_botsort() -> type:
                 return
             mean = np.asarray([t.mean for t in tracks])
             covariance = np.asarray([t.covariance for t in tracks])
-            for i, t in enumerate(tracks):
-                if t.state != TrackState.Tracked:
-                    mean[i][6] = mean[i][7] = 0  # a lost box stops growing (ultralytics)
-                    mean[i][4:6] *= float(self.args.lost_velocity)
+            lost = np.fromiter((t.state != tracked for t in tracks), bool, len(tracks))
+            if lost.any():
+                mean[lost, 6:8] = 0  # a lost box stops growing (ultralytics)
+                mean[lost, 4:6] *= float(self.args.lost_velocity)
             mean, covariance = self.kalman_filter.multi_predict(mean, covariance)
             for t, m, c in zip(tracks, mean, covariance, strict=True):
                 t.mean, t.covariance = m, c
@@ -158,8 +346,8 @@ def _motion_kit_botsort() -> type:
             if self.args.with_reid and all(t.smooth_feat is not None for t in tracks):
                 kit = matching.embedding_distance(tracks, detections) / 2.0
             return association_cost(
-                np.array([t.xywh for t in tracks], np.float64),  # Kalman prediction (after GMC)
-                np.array([d.xywh for d in detections], np.float64),
+                boxes_xywh(tracks),  # Kalman prediction (after GMC)
+                boxes_xywh(detections),
                 kit,
                 gate=float(self.args.gate),
                 kit_gate=float(self.args.kit_gate),
