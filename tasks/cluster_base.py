@@ -29,6 +29,9 @@ class ClusterParams(BaseModel):
     motion_soft: float = Field(default=4.0, ge=0, description="Games: cost of a jump as large as a sprint.")
     motion_weight: float = Field(default=6.0, ge=0, description="Games: cost per box height too far.")
     max_gap_s: float = Field(default=4.0, gt=0, description="Games: beyond this gap motion is not checked.")
+    stretch_gap_s: float = Field(
+        default=1.0, gt=0, description="Games: a track unseen this long may be two people (cut there)."
+    )
     min_track_rows: int = Field(default=3, ge=1, description="Games: shorter tracks are 'tiny'.")
     tiny_gap_s: float = Field(
         default=1.0, ge=0, description="Games: how far a tiny track may be from its identity."

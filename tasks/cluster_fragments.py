@@ -5,7 +5,9 @@ How a link is costed (look, stature, gap, motion) is explained in :mod:`tasks.cl
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -88,6 +90,46 @@ def merge_fragments(
             chain.add(t)
         chains.append(chain)
     return sorted(chains, key=lambda g: min((infos[t].start, t) for t in g))
+
+
+def stretches(
+    times: np.ndarray, sample_times: np.ndarray, gap_s: float, min_rows: int
+) -> list[tuple[int, int]]:
+    """Row ranges ``[a, b)`` of a track cut where no row was seen for more than ``gap_s``.
+
+    A stretch must have ``min_rows`` rows and a sample in it (else its look is unknown); one that
+    has not is kept with the stretch before it (the first, with the one after).
+    """
+    cuts = [0, *(np.flatnonzero(np.diff(times) > gap_s) + 1).tolist(), len(times)]
+
+    def judged(a: int, b: int) -> bool:
+        seen = (sample_times >= times[a] - 1e-6) & (sample_times <= times[b - 1] + 1e-6)
+        return b - a >= min_rows and bool(seen.any())
+
+    pieces: list[tuple[int, int]] = []
+    for a, b in pairwise(cuts):
+        if pieces and not (judged(a, b) and judged(*pieces[-1])):
+            pieces[-1] = (pieces[-1][0], b)
+        else:
+            pieces.append((a, b))
+    return pieces
+
+
+def regroup(chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]) -> list[set[int]]:
+    """Chains of stretches back to sets of tracks: a track cut in stretches goes with the chain that
+    holds most of its rows (an identity is a set of whole tracks)."""
+    best: dict[int, tuple[int, int]] = {}
+    for k, chain in enumerate(chains):
+        rows: Counter[int] = Counter()
+        for s in chain:
+            rows[owner[s]] += infos[s].samples
+        for t, n in rows.items():
+            if t not in best or n > best[t][0]:
+                best[t] = (n, k)
+    groups: list[set[int]] = [set() for _ in chains]
+    for t, (_, k) in best.items():
+        groups[k].add(t)
+    return [g for g in groups if g]
 
 
 def overlaps(infos: dict[int, TrackInfo], left: set[int], right: set[int]) -> bool:

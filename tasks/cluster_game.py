@@ -36,6 +36,18 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   links are chosen together (Hungarian assignment, an unlinked end costing ``merge_max_cost`` =
   28), so one ambiguous pair cannot steal the links that make two others right. Jersey numbers are
   not read.
+* *Stretches.* A track is not always one person: stitch's linking (and the tracker, re-finding a
+  lost track) joins fragments across gaps of up to ~4.5 s, and now and then the later fragment is a
+  team-mate. Such a track overlaps the tracks that really continue its first player, so they could
+  not be chained to it, and its player was split. So the chaining works on *stretches*: a track is
+  cut wherever it went unseen for more than ``stretch_gap_s`` = 1 s (each piece needs
+  ``min_track_rows`` rows and a sample, or it stays with its neighbour), each stretch gets its own
+  look, and after the chaining every track goes, whole, with the chain holding most of its rows (an
+  identity is a set of tracks). A track seen throughout is one stretch, as before. On q-colours a
+  track held player 7 for 5.2-13.0 s and, after a 3.8 s gap, player 8: his later tracks are now
+  chained to the first stretch (players 15 -> 13 for 12, identity IDF1 0.915 -> 0.957, mean
+  screen-time error 7.2 % -> 5.1 %); nothing moves on the other clips, and the figures are the
+  same for any ``stretch_gap_s`` in 0.5-2 s (at 3 s the q-colours cut is missed: 14 players).
 * *Shadows.* When two players cross, the tracker sometimes holds one of them under a second, short
   track for a few frames (a swap, or a duplicate box), filling the holes of the long track; the
   short track overlaps the long one in time, so it cannot be chained to it and would be a player of
@@ -60,8 +72,15 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from tasks.cluster_base import ClusterParams, Identity, embedding_vectors, flat_groups, track_infos
-from tasks.cluster_fragments import absorb_shadows, attach_tiny, merge_fragments
+from tasks.cluster_base import (
+    ClusterParams,
+    Identity,
+    TrackInfo,
+    embedding_vectors,
+    flat_groups,
+    track_infos,
+)
+from tasks.cluster_fragments import absorb_shadows, attach_tiny, merge_fragments, regroup, stretches
 from tasks.embed import APPEARANCE_LAYOUT
 
 LOOK_BANDS = ("torso", "skin", "hair", "shorts")  # kit, then what tells team-mates apart
@@ -230,14 +249,63 @@ def _look(median: np.ndarray, params: ClusterParams) -> np.ndarray:
     return np.asarray(median[_look_dims()] * weight)
 
 
+def _sample_times(embeddings: pl.DataFrame, tracks: pl.DataFrame) -> np.ndarray:
+    """The time of each appearance sample, in the order of ``embedding_vectors`` (NaN if unknown)."""
+    rows = embeddings.filter(pl.col("kind") == "appearance").select("track_id", "frame").with_row_index("i")
+    times = tracks.select("track_id", "frame", "time_s").unique(["track_id", "frame"])
+    joined = rows.join(times, on=["track_id", "frame"], how="left").sort("i")
+    return joined["time_s"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
+
+
+def _box(row: np.ndarray) -> np.ndarray:
+    """A box with the foot point and height of a path row (time, foot x, foot y, height)."""
+    return np.array([row[1], row[2] - row[3], row[1], row[2]])
+
+
+def split_stretches(
+    infos: dict[int, TrackInfo],
+    members: list[int],
+    samples: dict[int, tuple[np.ndarray, np.ndarray]],
+    params: ClusterParams,
+    first_id: int,
+) -> tuple[dict[int, TrackInfo], dict[int, int]]:
+    """Each track cut where it went unseen for over ``stretch_gap_s`` (see the module docstring):
+    the stretches' infos (a track seen throughout keeps its own) and the track each came from."""
+    out: dict[int, TrackInfo] = {}
+    owner: dict[int, int] = {}
+    next_id = first_id
+    for tid in members:
+        info = infos[tid]
+        times, vectors = samples[tid]
+        pieces = stretches(info.path[:, 0], times, params.stretch_gap_s, params.min_track_rows)
+        if len(pieces) == 1:
+            out[tid], owner[tid] = info, tid
+            continue
+        for a, b in pieces:
+            path = info.path[a:b]
+            seen = (times >= path[0, 0] - 1e-6) & (times <= path[-1, 0] + 1e-6)
+            features = {
+                **info.features,
+                "look": _look(np.median(vectors[seen], axis=0), params),
+                "look_samples": np.array([int(seen.sum())]),
+            }
+            out[next_id] = TrackInfo(
+                info.angle, path[0, 0], path[-1, 0], b - a, _box(path[0]), _box(path[-1]), features, path
+            )
+            owner[next_id] = tid
+            next_id += 1
+    return out, owner
+
+
 def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: ClusterParams) -> list[Identity]:
     """Teams, then players within each team, then keepers, referees and others among the outliers."""
     ids, vectors = embedding_vectors(embeddings, "appearance")
+    sample_times = _sample_times(embeddings, tracks) if len(ids) else np.empty(0)
     infos = track_infos(tracks)
     embedded = {int(t) for t in ids}
     tiny = {t for t, info in infos.items() if info.samples < params.min_track_rows or t not in embedded}
     known_rows = np.asarray([int(t) in infos and int(t) not in tiny for t in ids], bool)
-    ids, vectors = ids[known_rows], vectors[known_rows]
+    ids, vectors, sample_times = ids[known_rows], vectors[known_rows], sample_times[known_rows]
     if len(ids) == 0:
         return [Identity("other", {t}, confidence=0.0) for t in sorted(tiny)]
     sample_kit = _kit_space(vectors[:, APPEARANCE_LAYOUT["torso_lab"]], params)
@@ -283,8 +351,13 @@ def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: Cluster
             for members in merge_fragments(infos, groups[k], params):
                 extra.append(Identity("referee" if rank == 0 else "other", members, confidence=0.5))
     identities: list[Identity] = []
+    samples = {
+        int(t): (sample_times[rows], vectors[rows]) for t, rows in zip(track_ids, rows_of, strict=True)
+    }
     for team in centres:
-        for members in merge_fragments(infos, [t for t, k in team_of.items() if k == team], params):
+        mine = [t for t, k in team_of.items() if k == team]
+        pieces, owner = split_stretches(infos, mine, samples, params, max(infos) + 1)
+        for members in regroup(merge_fragments(pieces, list(pieces), params), owner, pieces):
             conf = float(np.mean([confidence[t] for t in members]))
             identities.append(Identity("player", members, team=team, confidence=conf))
     identities = absorb_shadows(identities, infos, params)
