@@ -176,7 +176,7 @@ def _planes_bgr(planes: YuvPlanes, rows: np.ndarray, cols: np.ndarray) -> np.nda
 def _yuv_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """BGR (shape + (3,)) of pixels given by their Y, U, V bytes: exactly what swscale's conversion of
     the whole frame (``frame.to_ndarray(format="bgr24")``) gives there, read from :func:`_swscale_bgr`."""
-    at = u.astype(np.intp) << 16 | v.astype(np.intp) << 8 | y
+    at = u.astype(np.uint32) << 16 | v.astype(np.uint32) << 8 | y
     return np.ascontiguousarray(_swscale_bgr().take(at).view(np.uint8).reshape(*at.shape, 4)[..., :3])
 
 
@@ -244,8 +244,14 @@ def pitch_colour(image: np.ndarray | YuvPlanes) -> PitchColour | None:
     mask = _grass(hsv, None)
     if mask.mean() < 0.05:
         return None
-    hsv = hsv[mask]
-    return PitchColour(float(np.median(hsv[:, 0])), float(np.median(hsv[:, 2])))
+    return PitchColour(_byte_median(hsv[..., 0][mask]), _byte_median(hsv[..., 2][mask]))
+
+
+def _byte_median(values: np.ndarray) -> float:
+    """``np.median`` of uint8 values, from their counts (the mean of the two middle values if even)."""
+    cumulative = np.bincount(values, minlength=256).cumsum()
+    n = int(cumulative[-1])
+    return float((cumulative <= (n - 1) // 2).sum() + (cumulative <= n // 2).sum()) / 2
 
 
 def _band_rects(boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
