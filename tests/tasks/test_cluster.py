@@ -146,6 +146,24 @@ def test_overlapping_tracks_are_never_one_person() -> None:
     assert len(same_look.identities()) == 2
 
 
+def test_a_track_that_changes_player_after_a_gap_does_not_split_its_first_player() -> None:
+    linked = _Game(
+        [
+            (1, RED, 0, 0, 5, 100),  # track 1 holds red player 0 ...
+            (1, RED, 1, 7, 10, 420),  # ... and, after 2 s unseen, red player 1 (a wrong link)
+            (2, RED, 0, 5.4, 10, 110),  # player 0 again, overlapping track 1's second stretch
+            (3, RED, 1, 0, 6.4, 400),  # player 1 before
+            (4, BLUE, 2, 0, 10, 700),
+        ]
+    )
+    groups = sorted(sorted(ts) for ts in linked.identities()["track_ids"].to_list())
+    assert groups == [[1, 2], [3], [4]]
+    whole = sorted(
+        sorted(ts) for ts in linked.identities(params=ClusterParams(stretch_gap_s=1e3))["track_ids"]
+    )
+    assert whole == [[1], [2], [3], [4]]  # what chaining whole tracks gives
+
+
 def test_assigning_a_cluster_names_it_and_renames_a_team(game: _Game) -> None:
     before = _by_track(game.identities())
     corrections = [
