@@ -270,11 +270,14 @@ def _band_rects(boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
 def rect_pixels(rects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, cols, rectangle index) of every pixel of ``rects`` (``[y0, y1, x0, x1]``), row-major in each."""
     widths = np.maximum(rects[:, 3] - rects[:, 2], 0)
-    sizes = np.maximum(rects[:, 1] - rects[:, 0], 0) * widths
-    which = np.repeat(np.arange(len(rects)), sizes)
-    offset = np.arange(len(which)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    width = widths[which]
-    return rects[which, 0] + offset // width, rects[which, 2] + offset % width, which
+    heights = np.where(widths > 0, np.maximum(rects[:, 1] - rects[:, 0], 0), 0)
+    line_rect = np.repeat(np.arange(len(rects)), heights)  # one entry per pixel row of a rectangle
+    first_line = np.repeat(np.cumsum(heights) - heights, heights)
+    line_y = rects[line_rect, 0] + np.arange(len(line_rect)) - first_line
+    line_width = widths[line_rect]
+    line_start = np.cumsum(line_width) - line_width  # where each row's pixels start in the output
+    cols = np.arange(int(line_width.sum())) - np.repeat(line_start - rects[line_rect, 2], line_width)
+    return np.repeat(line_y, line_width), cols, np.repeat(line_rect, line_width)
 
 
 _AB_EDGES: Final = np.linspace(-64.0, 64.0, HIST_BINS + 1)
