@@ -37,9 +37,9 @@ from tasks.embed import (
     HIST_BINS,
     PitchColour,
     _clip,
+    appearance_image,
     appearance_vectors,
     grass_mask,
-    yuv_planes,
 )
 from tasks.ingest import Chunk
 
@@ -178,7 +178,7 @@ def main() -> None:
         return [old_appearance_vectors(f.to_ndarray(format="bgr24"), b) for f, _, b in items]
 
     def new_app() -> list[list[np.ndarray | None]]:
-        return [appearance_vectors(yuv_planes(f), b) for f, _, b in items]
+        return [appearance_vectors(appearance_image(f), b) for f, _, b in items]
 
     def old_kit() -> list[np.ndarray]:
         return [old_kit_features(s, b) for (_, s, _), b in zip(items, model_boxes, strict=True)]

@@ -25,7 +25,7 @@ from storage.schemas import polars_schema
 from tasks.common import retry_transient, store
 from tasks.decoding import FrameGrid, decode_wanted
 from tasks.detector import FrameBoxes, detect_batch, load_model
-from tasks.embed import YuvPlanes, appearance_vectors, rect_pixels, yuv_planes
+from tasks.embed import YuvPlanes, appearance_image, appearance_vectors, rect_pixels
 from tasks.ingest import Chunk
 from tasks.tracker import make_tracker
 
@@ -90,7 +90,9 @@ class SampledFrame:
     time_s: float
     image: np.ndarray  # BGR at model scale
     scale: float  # source pixels per model pixel
-    full: YuvPlanes | None = None  # the source-size frame, kept until its appearance vectors are computed
+    full: YuvPlanes | np.ndarray | None = (
+        None  # the source frame (appearance_image) until its vectors are computed
+    )
 
 
 @dataclass
@@ -152,7 +154,7 @@ def sample_frames(
             source = None
             if full:  # reading the source-size frame is part of the appearance vectors' cost
                 started = time.perf_counter()
-                source = yuv_planes(frame)
+                source = appearance_image(frame)
                 converted = time.perf_counter() - started
                 stats.extra["appearance_s"] = stats.extra.get("appearance_s", 0.0) + converted
             yield SampledFrame(index, t, image, scale, source)
@@ -250,7 +252,7 @@ def detect_track_appearance(
     return pl.DataFrame(rows, schema=DETECTION_COLUMNS), table, stats
 
 
-def _appearance_rows(image: YuvPlanes, detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _appearance_rows(image: YuvPlanes | np.ndarray, detections: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One appearance row per detection row; boxes rounded to float32 first, as the parts store them
     (embed clips the stored box, so the vector must come from exactly that box)."""
     boxes: list[tuple[float, float, float, float]] = [

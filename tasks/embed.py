@@ -23,7 +23,9 @@ Frames are read with PyAV in decode order, once per chunk, and only the sampled 
 converted to pixels; a track is sampled at most every ``sample_every_s`` seconds. For games the
 video is not decoded again: detect_track computes the appearance vector of every detection while
 its frame is in memory (the ``appearance`` parts, :func:`appearance_vectors`), and embed picks the
-samples' vectors from them by box (:func:`embed_from_appearance`).
+samples' vectors from them by box (:func:`embed_from_appearance`). Neither converts a whole frame:
+the vectors read the decoder's YUV planes and convert only the bands' pixels, all boxes of a frame
+at once (~2 ms a 720p frame of 11 players, was ~10 ms; :class:`YuvPlanes`).
 """
 
 from __future__ import annotations
@@ -127,10 +129,10 @@ class EmbedParams(BaseModel):
 
 
 class YuvPlanes(NamedTuple):
-    """A decoded frame as its 4:2:0 planes: luma ``(h, w)``, chroma ``(⌈h/2⌉, ⌈w/2⌉)``, BT.601 limited range.
+    """A decoded frame as its 4:2:0 planes: luma ``(h, w)``, chroma ``(h/2, w/2)``, BT.601 limited range.
 
-    This is the frame type of the appearance vectors (:func:`yuv_planes` reads it from a PyAV frame
-    without copying): converting a whole 720p frame to BGR costs ~5 ms, and the vectors read only a
+    This is the frame type of the appearance vectors (:func:`appearance_image` reads it from a PyAV
+    frame without copying): converting a whole 720p frame to BGR costs ~5 ms, and the vectors read only a
     few percent of its pixels, so only those are converted (:func:`_planes_bgr`, to the very values
     swscale's conversion of the whole frame gives).
     """
@@ -140,31 +142,27 @@ class YuvPlanes(NamedTuple):
     v: np.ndarray
 
 
-_BT601_TAGS: Final = frozenset(
-    {2, 5, 6}
-)  # AVColorSpace unspecified (swscale then uses BT.601), BT470BG, SMPTE170M
+# AVColorSpace tags swscale converts with BT.601: unspecified (its default), BT470BG, SMPTE170M
+_BT601_TAGS: Final = frozenset({2, 5, 6})
 
 
-def yuv_planes(frame: av.VideoFrame) -> YuvPlanes:
-    """A decoded frame's :class:`YuvPlanes`: views of its buffers when it is BT.601 limited-range yuv420p
-    (H.264 as filmroom's footage comes); any other frame is converted to BGR by swscale (which reads
-    the frame's colour tags) and back to BT.601 planes."""
-    if frame.format.name == "yuv420p" and frame.colorspace in _BT601_TAGS and frame.color_range != 2:
-        h, w = frame.height, frame.width
-        ch, cw = (h + 1) // 2, (w + 1) // 2
+def appearance_image(frame: av.VideoFrame) -> YuvPlanes | np.ndarray:
+    """What :func:`appearance_vectors` reads of a decoded frame: its :class:`YuvPlanes` (views of its
+    buffers, no copy) when it is BT.601 limited-range yuv420p of even size, as H.264 footage comes;
+    any other frame converted to BGR by swscale (which reads the frame's colour tags)."""
+    h, w = frame.height, frame.width
+    if (
+        frame.format.name == "yuv420p"
+        and frame.colorspace in _BT601_TAGS
+        and frame.color_range != 2
+        and h % 2 == w % 2 == 0
+    ):
         luma, cb, cr = (np.frombuffer(memoryview(plane), np.uint8) for plane in frame.planes)
-        return YuvPlanes(luma.reshape(h, -1)[:, :w], cb.reshape(ch, -1)[:, :cw], cr.reshape(ch, -1)[:, :cw])
-    return planes_from_bgr(frame.to_ndarray(format="bgr24"))
-
-
-def planes_from_bgr(image_bgr: np.ndarray) -> YuvPlanes:
-    """The :class:`YuvPlanes` of a BGR image (OpenCV's BT.601 conversion; odd sizes are edge-padded)."""
-    h, w = image_bgr.shape[:2]
-    even = np.pad(image_bgr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    eh, ew = even.shape[:2]
-    i420 = cv2.cvtColor(even, cv2.COLOR_BGR2YUV_I420).reshape(-1)
-    chroma = i420[eh * ew :].reshape(2, eh // 2, ew // 2)
-    return YuvPlanes(i420[: eh * ew].reshape(eh, ew)[:h, :w], chroma[0], chroma[1])
+        half_h, half_w = h // 2, w // 2
+        return YuvPlanes(
+            luma.reshape(h, -1)[:, :w], cb.reshape(half_h, -1)[:, :half_w], cr.reshape(half_h, -1)[:, :half_w]
+        )
+    return frame.to_ndarray(format="bgr24")
 
 
 def _planes_bgr(planes: YuvPlanes, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -622,12 +620,12 @@ def iter_frames(
         yield index, frame.to_ndarray(format="rgb24" if rgb else "bgr24")
 
 
-def iter_planes(
+def iter_appearance_images(
     path: str, frames: Iterable[int], *, start_s: float = 0.0, fast: bool = False
-) -> Iterator[tuple[int, YuvPlanes]]:
-    """:func:`iter_frames` for appearance vectors: each wanted frame's :class:`YuvPlanes` (no conversion)."""
+) -> Iterator[tuple[int, YuvPlanes | np.ndarray]]:
+    """:func:`iter_frames` for appearance vectors: each wanted frame's :func:`appearance_image`."""
     for index, frame in decoded_frames(path, frames, start_s=start_s, fast=fast):
-        yield index, yuv_planes(frame)
+        yield index, appearance_image(frame)
 
 
 def decoded_frames(
@@ -714,8 +712,10 @@ def appearance_vectors(
     """The appearance vector of each box of one full-resolution frame (None: too small to embed).
 
     The one place both embed (decoding) and detect_track (while its frame is in memory) compute them,
-    both from the frame's :class:`YuvPlanes` (:func:`yuv_planes`), so the two give the same bits; a BGR
-    image is read as it is. Boxes are clipped to the frame; a box under 4 x 8 pixels gets None.
+    both from :func:`appearance_image` of the decoded frame (its :class:`YuvPlanes`, or for unusual
+    footage its BGR array), so the two give the same bits; the planes' pixels are converted exactly
+    as swscale converts the whole frame to BGR, so either gives the vectors of the BGR frame. Boxes
+    are clipped to the frame; a box under 4 x 8 pixels gets None.
     """
     boxes = list(boxes)
     if not boxes:
@@ -740,9 +740,9 @@ def embed_frames(
 ) -> pl.DataFrame:
     """Embeddings of ``samples`` (track rows of one angle) from decoded ``frames`` (pure but for models).
 
-    Frames must be :class:`YuvPlanes` for appearance (:func:`iter_planes`, what detect_track reads too)
-    and RGB arrays for faces (:func:`iter_frames`' ``rgb``); ``engine`` runs the face ResNet
-    (:func:`face_descriptors`).
+    Frames must be :func:`appearance_image`'s for appearance (:func:`iter_appearance_images`, as
+    detect_track reads them) and RGB arrays for faces (:func:`iter_frames`' ``rgb``); ``engine``
+    runs the face ResNet (:func:`face_descriptors`).
     """
     by_frame: dict[int, list[dict[str, Any]]] = {}
     for row in samples.filter(pl.col("angle") == angle).iter_rows(named=True):
@@ -833,7 +833,7 @@ def embed_video(
     frames = (
         iter_frames(path, wanted, start_s=start_s, rgb=True, fast=params.fast_decode, seek=True)
         if faces
-        else iter_planes(path, wanted, start_s=start_s, fast=params.fast_decode)
+        else iter_appearance_images(path, wanted, start_s=start_s, fast=params.fast_decode)
     )
     table = embed_frames(frames, samples, params, angle=angle, engine=engine)
     validate_table("embeddings", table)
@@ -883,7 +883,9 @@ def embed_from_appearance(
     )
     table = found.cast(polars_schema("embeddings"))
     if not missing.is_empty():
-        frames = iter_planes(path, missing["frame"].to_list(), start_s=start_s, fast=params.fast_decode)
+        frames = iter_appearance_images(
+            path, missing["frame"].to_list(), start_s=start_s, fast=params.fast_decode
+        )
         table = pl.concat([table, embed_frames(frames, missing, params, angle=angle)])
     table = table.sort("frame", "track_id")  # embed_video's order: decode order, then samples' order
     validate_table("embeddings", table)

@@ -20,6 +20,8 @@ from tasks.embed import (
     APPEARANCE_LAYOUT,
     FACE_DIM,
     EmbedParams,
+    YuvPlanes,
+    appearance_image,
     appearance_vector,
     appearance_vectors,
     decoded_frames,
@@ -32,7 +34,6 @@ from tasks.embed import (
     pitch_colour,
     read_appearance,
     select_samples,
-    yuv_planes,
 )
 from tasks.ingest import plan_chunks, probe_video
 from tasks.stitch import stitch_task
@@ -84,7 +85,8 @@ def test_vectors_from_the_yuv_planes_equal_those_of_swscales_bgr_frame(identity_
     wanted = sorted(set(truth["frame"].to_list()))[::40][:6]
     compared = 0
     for index, frame in decoded_frames(str(identity_game.clip.video_path), wanted):
-        bgr, planes = frame.to_ndarray(format="bgr24"), yuv_planes(frame)
+        bgr, planes = frame.to_ndarray(format="bgr24"), appearance_image(frame)
+        assert isinstance(planes, YuvPlanes)
         h, w = bgr.shape[:2]
         pitch = pitch_colour(bgr)
         assert pitch is not None and pitch_colour(planes) == pitch
@@ -104,16 +106,24 @@ def test_vectors_from_the_yuv_planes_equal_those_of_swscales_bgr_frame(identity_
     assert compared > 30
 
 
-def test_a_frame_that_is_not_bt601_yuv420p_is_converted_to_planes() -> None:
-    frame = np.zeros((200, 300, 3), np.uint8)
-    frame[:] = GRASS
-    frame[60:140, 100:130] = _player(RED)
+def test_only_even_bt601_yuv420p_frames_are_read_as_planes_and_all_give_swscales_vectors() -> None:
+    image = np.zeros((200, 300, 3), np.uint8)
+    image[:] = GRASS
+    image[60:140, 100:130] = _player(RED)
     box = (100.0, 60.0, 130.0, 140.0)
-    (expected,) = appearance_vectors(frame, [box])
-    (got,) = appearance_vectors(yuv_planes(av.VideoFrame.from_ndarray(frame, format="bgr24")), [box])
-    assert expected is not None and got is not None
-    torso = APPEARANCE_LAYOUT["torso_lab"]
-    assert np.abs(got[torso] - expected[torso]).max() < 3  # through 4:2:0 and back: chroma rounding only
+    bgr_frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+    frames = {
+        "yuv420p": bgr_frame.reformat(format="yuv420p"),
+        "bgr24": bgr_frame,
+        "odd yuv420p": bgr_frame.reformat(format="yuv420p", width=299, height=199),
+    }
+    for name, frame in frames.items():
+        read = appearance_image(frame)
+        assert isinstance(read, YuvPlanes) == (name == "yuv420p")
+        (got,) = appearance_vectors(read, [box])
+        (expected,) = appearance_vectors(frame.to_ndarray(format="bgr24"), [box])
+        assert got is not None and expected is not None
+        np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_samples_are_spaced_per_track_but_short_tracks_keep_every_row() -> None:
