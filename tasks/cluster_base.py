@@ -45,6 +45,11 @@ class ClusterParams(BaseModel):
     shadow_window_s: float = Field(
         default=0.5, ge=0, description="Games: how far in time a shadow row looks for its host."
     )
+    shadow_track_distance: float = Field(
+        default=0.5,
+        ge=0,
+        description="Games: a short track this near a team-mate's, before chaining, is theirs.",
+    )
     look_noise: float = Field(
         default=20.0, ge=0, description="Games: one sample's look spread; few samples count less."
     )

@@ -188,6 +188,28 @@ def shadow_distance(shadow: Identity, host: Identity, infos: dict[int, TrackInfo
     return float(np.median(per_row))
 
 
+def track_shadows(
+    infos: dict[int, TrackInfo], members: Sequence[int], params: ClusterParams
+) -> dict[int, int]:
+    """The short tracks (fewer than ``shadow_max_rows`` rows) of one team that lie, all their life,
+    on top of a longer team-mate track (median within ``shadow_track_distance`` box heights, and
+    inside its time span), each with that host: a duplicate box, left out of the chaining."""
+    short = [t for t in members if infos[t].samples < params.shadow_max_rows]
+    hosts = [t for t in members if infos[t].samples >= params.shadow_max_rows]
+    out = {}
+    for t in short:
+        me = Identity("player", {t})
+        near = [
+            (shadow_distance(me, Identity("player", {h}), infos, params.shadow_window_s), h)
+            for h in hosts
+            if infos[h].start <= infos[t].start and infos[t].end <= infos[h].end
+        ]
+        best = min(near, default=(float("inf"), -1))
+        if best[0] <= params.shadow_track_distance:
+            out[t] = best[1]
+    return out
+
+
 def absorb_shadows(
     identities: list[Identity], infos: dict[int, TrackInfo], params: ClusterParams
 ) -> list[Identity]:

@@ -61,6 +61,16 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   identities are left alone: a 16-row real player stood 0.6 heights from a team-mate (at
   ``shadow_max_rows`` = 20 it is absorbed and IDF1 drops). The counts do not move for
   ``shadow_distance`` 0.6-1.4, ``shadow_window_s`` 0.25-1 s or ``shadow_max_rows`` 10-15.
+  A shadow that is chained first escapes that rule: on q-sparse-static a 6-row box over two
+  crossing players (no true person) was chained to a team-mate's track 9 s later and added 1.2 s
+  to his screen time. So before the chaining, a short track that lies, all its life, on top of a
+  longer team-mate track — median within ``shadow_track_distance`` = 0.5 box heights, stricter
+  than after the chaining because it overrides the looks — is set aside and joins that track's
+  identity. On the quality set the tracks it takes sit 0.06-0.43 heights from their host (most are
+  the host's own player; the rest 1-2 row flickers); the next nearest short tracks are 0.83
+  heights away, and they are another player's (q-colours), so the figures are the same for
+  0.2-0.7 (q-sparse-static: screen-time error 6.6 % -> 6.2 %, IDF1 0.944 -> 0.950; q-default
+  4.5 % -> 4.4 %; the others unchanged).
 * *Tiny tracks* join the identity they continue within ``tiny_gap_s`` at a plausible distance, or
   become ``other`` identities (flickers, false detections).
 """
@@ -80,7 +90,14 @@ from tasks.cluster_base import (
     flat_groups,
     track_infos,
 )
-from tasks.cluster_fragments import absorb_shadows, attach_tiny, merge_fragments, regroup, stretches
+from tasks.cluster_fragments import (
+    absorb_shadows,
+    attach_tiny,
+    merge_fragments,
+    regroup,
+    stretches,
+    track_shadows,
+)
 from tasks.embed import APPEARANCE_LAYOUT
 
 LOOK_BANDS = ("torso", "skin", "hair", "shorts")  # kit, then what tells team-mates apart
@@ -356,8 +373,11 @@ def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: Cluster
     }
     for team in centres:
         mine = [t for t, k in team_of.items() if k == team]
+        shadows = track_shadows(infos, mine, params)
+        mine = [t for t in mine if t not in shadows]
         pieces, owner = split_stretches(infos, mine, samples, params, max(infos) + 1)
         for members in regroup(merge_fragments(pieces, list(pieces), params), owner, pieces):
+            members |= {s for s, host in shadows.items() if host in members}
             conf = float(np.mean([confidence[t] for t in members]))
             identities.append(Identity("player", members, team=team, confidence=conf))
     identities = absorb_shadows(identities, infos, params)

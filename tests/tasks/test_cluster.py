@@ -141,6 +141,22 @@ def test_a_short_shadow_on_a_team_mate_joins_them_but_a_brief_player_elsewhere_d
     assert groups == [[1], [2, 3], [4], [5], [6]]
 
 
+def test_a_duplicate_box_on_a_team_mate_is_theirs_even_when_it_looks_like_a_later_player() -> None:
+    crossing = _Game(
+        [
+            (1, RED, 0, 0, 10, 100),
+            (2, RED, 1, 0, 10, 400),
+            (3, RED, 2, 5.0, 6.0, 405),  # 5 rows on top of player 2 (a box over two crossing people) ...
+            (4, RED, 2, 8.0, 10, 200),  # ... that looks like a team-mate who comes on 2 s later
+            (5, BLUE, 3, 0, 10, 700),
+        ]
+    )
+    groups = sorted(sorted(ts) for ts in crossing.identities()["track_ids"].to_list())
+    assert groups == [[1], [2, 3], [4], [5]]
+    chained = crossing.identities(params=ClusterParams(shadow_track_distance=0))["track_ids"]
+    assert sorted(sorted(ts) for ts in chained) == [[1], [2], [3, 4], [5]]  # without the rule
+
+
 def test_overlapping_tracks_are_never_one_person() -> None:
     same_look = _Game([(1, RED, 0, 0, 6, 100), (2, RED, 0, 3, 10, 500)])
     assert len(same_look.identities()) == 2
