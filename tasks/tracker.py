@@ -135,6 +135,8 @@ def _motion_kit_botsort() -> type:
     from ultralytics.trackers.bot_sort import BOTSORT, BOTrack
     from ultralytics.trackers.utils import matching
     from ultralytics.trackers.utils.kalman_filter import KalmanFilterXYWH
+    from ultralytics.trackers.utils.stracks import multi_gmc
+    from ultralytics.utils import LOGGER
 
     tracked = TrackState.Tracked
 
@@ -157,6 +159,21 @@ def _motion_kit_botsort() -> type:
             new_mean = mean + np.dot(innovation, kalman_gain.T)
             new_covariance = covariance - np.dot(kalman_gain, np.dot(projected_cov, kalman_gain.T))
             return new_mean, new_covariance
+
+        def multi_predict(self, mean: np.ndarray, covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """KalmanFilterXYWH.multi_predict without np.r_ (the same products and sums)."""
+            wh = mean[:, 2:4].T
+            sqr = np.square(
+                np.concatenate([self._std_weight_position * wh, self._std_weight_velocity * wh])[
+                    [0, 1, 0, 1, 2, 3, 2, 3]
+                ]
+            ).T
+            motion_cov = np.zeros((sqr.shape[0], 8, 8))
+            motion_cov[:, range(8), range(8)] = sqr
+            mean = np.dot(mean, self._motion_mat.T)
+            left = np.dot(self._motion_mat, covariance).transpose((1, 0, 2))
+            covariance = np.dot(left, self._motion_mat.T) + motion_cov
+            return mean, covariance
 
         def multi_update(
             self, mean: np.ndarray, covariance: np.ndarray, measurement: np.ndarray
@@ -338,6 +355,30 @@ def _motion_kit_botsort() -> type:
             mean, covariance = self.kalman_filter.multi_predict(mean, covariance)
             for t, m, c in zip(tracks, mean, covariance, strict=True):
                 t.mean, t.covariance = m, c
+
+        def _pre_first_associate(
+            self, strack_pool: list[Any], unconfirmed: list[Any], img: np.ndarray | None, results_high: Any
+        ) -> None:
+            """BYTETracker's GMC step, warping both pools in one call (the same matrix products per track)."""
+            if self.gmc.method is None or img is None:
+                return
+            try:
+                warp = self.gmc.apply(img, results_high.xyxy)
+            except Exception as e:  # as ultralytics: an identity warp
+                LOGGER.warning(f"GMC failed, falling back to identity: {e}")
+                warp = np.eye(2, 3)
+            multi_gmc(strack_pool + unconfirmed, warp)
+
+        def _format_output(self) -> np.ndarray:
+            """``[t.result for t in activated tracks]`` (x1 y1 x2 y2 id score cls idx), all at once."""
+            shown: list[Any] = [t for t in self.tracked_stracks if t.is_activated]
+            if not shown or any(t.angle is not None or t.mean is None for t in shown):
+                return super()._format_output()
+            box = np.array([t.mean[:4] for t in shown])  # STrack.xyxy of BOTrack.tlwh
+            box[:, :2] -= box[:, 2:] / 2
+            box[:, 2:] += box[:, :2]
+            rest = np.array([[t.track_id, t.score, t.cls, t.idx] for t in shown], np.float64)
+            return np.concatenate([box, rest], axis=1).astype(np.float32)
 
         def get_dists(self, tracks: list[Any], detections: list[Any]) -> np.ndarray:
             if not tracks or not detections:
