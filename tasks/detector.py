@@ -1,8 +1,13 @@
 """The person detector: ultralytics YOLO behind one adapter.
 
-Ultralytics objects stop here: :func:`boxes_from_results` turns ``Results`` into plain arrays, and the
-rest of filmroom only sees filmroom's detections table. The model is loaded once per process (each Dask
-worker keeps its own) and reused across chunks.
+Ultralytics objects stop here: :func:`detect_batch` returns plain arrays, and the rest of filmroom only
+sees filmroom's detections table. The model is loaded once per process (each Dask worker keeps its
+own) and reused across chunks.
+
+Weights in ultralytics' ONNX export of a Detect model (the bundled detector, or ``yolo export
+format=onnx`` of a user's model) run through :mod:`tasks.yolo_onnx`: the same boxes as ultralytics'
+predictor, without its torch pre/post-processing and with the head decoded only where a class
+passes the threshold. Anything else (``.pt`` weights, other exports) runs through ultralytics' predictor.
 
 Offline: ultralytics is imported only after ``YOLO_OFFLINE``/``YOLO_AUTOINSTALL`` are set and its
 config dir points somewhere writable, so import, predict and track never try the network.
@@ -19,8 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tasks.yolo_onnx import YoloOnnx
+
 if TYPE_CHECKING:
     from ultralytics import YOLO
+
+    Detector = YOLO | YoloOnnx
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUNDLED_FLOAT_WEIGHTS = MODELS_DIR / "filmroom-person-v1.onnx"  # the .pt beside it is the trained model
@@ -50,9 +59,14 @@ def resolve_weights(weights: str) -> Path:
 
 
 @lru_cache(maxsize=4)
-def load_model(weights: str, threads: int = 1) -> YOLO:
-    """Load a YOLO model once per process (per Dask worker)."""
+def load_model(weights: str, threads: int = 1) -> Detector:
+    """Load a YOLO model once per process (per Dask worker): a cut ONNX Detect export when it is one."""
     ensure_offline()
+    path = resolve_weights(weights)
+    if path.suffix == ".onnx" and path.exists():
+        lean = YoloOnnx.load(path, threads)
+        if lean is not None:
+            return lean
     if threads > 0:
         # onnxruntime and torch both honour this; one thread per Dask worker avoids oversubscription.
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))  # noqa: TID251
@@ -61,7 +75,6 @@ def load_model(weights: str, threads: int = 1) -> YOLO:
         torch.set_num_threads(threads)
     from ultralytics import YOLO
 
-    path = resolve_weights(weights)
     if not path.exists():
         raise FileNotFoundError(f"detector weights not found: {path}")
     model = YOLO(str(path), task="detect")
@@ -114,9 +127,12 @@ def boxes_from_results(result: Any) -> FrameBoxes:
 
 
 def detect_batch(
-    model: YOLO, frames: list[np.ndarray], *, imgsz: int, conf: float, iou: float
+    model: Detector, frames: list[np.ndarray], *, imgsz: int, conf: float, iou: float
 ) -> list[FrameBoxes]:
     """Run the detector over a batch of BGR frames; person class only."""
+    if isinstance(model, YoloOnnx):
+        found = model.detect(frames, imgsz=imgsz, conf=conf, iou=iou, classes=[PERSON_CLASS])
+        return [FrameBoxes(xyxy, score, cls.astype(np.int16)) for xyxy, score, cls in found]
     results = model.predict(
         frames,
         imgsz=imgsz,
