@@ -32,6 +32,9 @@ class ClusterParams(BaseModel):
     stretch_gap_s: float = Field(
         default=1.0, gt=0, description="Games: a track unseen this long may be two people (cut there)."
     )
+    overlap_tolerance_s: float = Field(
+        default=1.0, ge=0, description="Games: how long a track may overlap the one it continues (hand-over)."
+    )
     min_track_rows: int = Field(default=3, ge=1, description="Games: shorter tracks are 'tiny'.")
     tiny_gap_s: float = Field(
         default=1.0, ge=0, description="Games: how far a tiny track may be from its identity."

@@ -17,7 +17,7 @@ from tasks.cluster_base import ClusterParams, Identity, TrackInfo
 
 def motion_excess(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
     """Box heights by which the jump from ``a``'s end to ``b``'s start beats a sprint (0 if plausible)."""
-    gap = b.start - a.end
+    gap = max(0.0, b.start - a.end)
     return max(0.0, jump_heights(a, b) - (params.max_speed_heights_s * gap + params.motion_slack_heights))
 
 
@@ -38,7 +38,7 @@ def look_distance(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
 
 def _link_cost(a: TrackInfo, b: TrackInfo, appearance: float, params: ClusterParams) -> float:
     """Cost of ``b`` continuing ``a`` (``a`` ends before ``b`` starts); see the module docstring."""
-    gap = b.start - a.end
+    gap = max(0.0, b.start - a.end)
     cost = appearance + params.gap_cost_per_s * gap
     if "stature" in a.features and "stature" in b.features:
         cost += params.stature_weight * abs(float(a.features["stature"][0] - b.features["stature"][0]))
@@ -70,7 +70,13 @@ def merge_fragments(
         cost[i, n + i] = params.merge_max_cost
         for j, b in enumerate(ids):
             ia, ib = infos[a], infos[b]
-            if i == j or ia.angle != ib.angle or ia.end > ib.start:
+            if (
+                i == j
+                or ia.angle != ib.angle
+                or ia.end > ib.start + params.overlap_tolerance_s + 1e-6
+                or ia.start >= ib.start
+                or ia.end >= ib.end
+            ):
                 continue
             cost[i, j] = min(big, _link_cost(ia, ib, look_distance(ia, ib, params), params))
     rows, cols = linear_sum_assignment(cost)
@@ -115,9 +121,29 @@ def stretches(
     return pieces
 
 
-def regroup(chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]) -> list[set[int]]:
+def team_switch(
+    times: np.ndarray, votes: Sequence[str | None], min_samples: int, share: float = 0.8
+) -> tuple[float, str, str] | None:
+    """Where a track's samples switch from one team's kit to the other's, if they clearly do: the
+    time of the switch and the teams before and after it. Each side needs ``min_samples`` samples
+    of which ``share`` vote for its team (the best such cut, by samples agreeing with their side)."""
+    order = np.argsort(times, kind="stable")
+    t, v = times[order], [votes[i] for i in order]
+    best: tuple[int, tuple[float, str, str]] | None = None
+    for k in range(min_samples, len(v) - min_samples + 1):
+        (before, nb), (after, na) = Counter(v[:k]).most_common(1)[0], Counter(v[k:]).most_common(1)[0]
+        if before is None or after is None or before == after:
+            continue
+        if nb >= share * k and na >= share * (len(v) - k) and (best is None or nb + na > best[0]):
+            best = (nb + na, ((t[k - 1] + t[k]) / 2, before, after))
+    return None if best is None else best[1]
+
+
+def regroup(
+    chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]
+) -> list[tuple[int, set[int]]]:
     """Chains of stretches back to sets of tracks: a track cut in stretches goes with the chain that
-    holds most of its rows (an identity is a set of whole tracks)."""
+    holds most of its rows (an identity is a set of whole tracks). Returns (chain index, tracks)."""
     best: dict[int, tuple[int, int]] = {}
     for k, chain in enumerate(chains):
         rows: Counter[int] = Counter()
@@ -129,7 +155,7 @@ def regroup(chains: list[set[int]], owner: dict[int, int], infos: dict[int, Trac
     groups: list[set[int]] = [set() for _ in chains]
     for t, (_, k) in best.items():
         groups[k].add(t)
-    return [g for g in groups if g]
+    return [(k, g) for k, g in enumerate(groups) if g]
 
 
 def overlaps(infos: dict[int, TrackInfo], left: set[int], right: set[int]) -> bool:

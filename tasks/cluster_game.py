@@ -36,6 +36,14 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   links are chosen together (Hungarian assignment, an unlinked end costing ``merge_max_cost`` =
   28), so one ambiguous pair cannot steal the links that make two others right. Jersey numbers are
   not read.
+* *Hand-overs.* When the tracker loses a player and starts a new track on them, the old track
+  often keeps a box on them for a few frames more, so the new track starts before the old one
+  ends. A track may therefore continue one that ends up to ``overlap_tolerance_s`` = 1 s (5 rows at
+  5 fps) after it starts (no gap cost, the motion allowance of no gap), if it starts and ends
+  later. On q-colours two such hand-overs of one player overlap 0.8 s: players 13 -> 12 for 12,
+  identity IDF1 0.957 -> 0.972 (chunked tracks: 13 -> 12). Nothing changes elsewhere below 1 s; at
+  1.5 s q-tight-shaky links a wrong pair (IDF1 0.807 -> 0.804), at 3 s it loses a player (11 -> 10).
+  So the window that helps is narrow (0.8-1 s), and it is set at its top.
 * *Stretches.* A track is not always one person: stitch's linking (and the tracker, re-finding a
   lost track) joins fragments across gaps of up to ~4.5 s, and now and then the later fragment is a
   team-mate. Such a track overlaps the tracks that really continue its first player, so they could
@@ -48,6 +56,13 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   chained to the first stretch (players 15 -> 13 for 12, identity IDF1 0.915 -> 0.957, mean
   screen-time error 7.2 % -> 5.1 %); nothing moves on the other clips, and the figures are the
   same for any ``stretch_gap_s`` in 0.5-2 s (at 3 s the q-colours cut is missed: 14 players).
+  A track is also cut where its samples switch kit — every sample votes for a team, and if the
+  samples before some point vote (80 %+, at least ``min_track_rows`` of them) for one team and
+  those after it for the other, the track held a player of each; the two sides are chained within
+  their own team. On q-colours tracked in chunks, one track held an away player for 8 s, then a
+  home player for 11 s (a swap at a chunk boundary); cut, the home player's earlier track chains to
+  it (chunked tracks: 13 -> 12 players, identity IDF1 0.897 -> 0.953). Tracked in one piece no
+  track of the set switches kit.
 * *Shadows.* When two players cross, the tracker sometimes holds one of them under a second, short
   track for a few frames (a swap, or a duplicate box), filling the holes of the long track; the
   short track overlaps the long one in time, so it cannot be chained to it and would be a player of
@@ -96,6 +111,7 @@ from tasks.cluster_fragments import (
     merge_fragments,
     regroup,
     stretches,
+    team_switch,
     track_shadows,
 )
 from tasks.embed import APPEARANCE_LAYOUT
@@ -169,6 +185,19 @@ def team_centres(kit: np.ndarray, weights: np.ndarray, params: ClusterParams) ->
     centres = [np.average(kit[labels == g], axis=0, weights=weights[labels == g]) for g in order]
     centres.sort(key=lambda c: float(np.arctan2(c[2], c[1])))
     return dict(zip("AB", centres, strict=False))
+
+
+def sample_teams(
+    sample_kit: np.ndarray, centres: dict[str, np.ndarray], params: ClusterParams
+) -> list[str | None]:
+    """The team each sample's kit colour votes for: the nearest centre within ``kit_distance``, or none."""
+    keys = list(centres)
+    if not keys:
+        return [None] * len(sample_kit)
+    dists = np.stack([np.linalg.norm(sample_kit - centres[k], axis=1) for k in keys], axis=1)
+    nearest = np.argmin(dists, axis=1)
+    near = dists[np.arange(len(dists)), nearest] <= params.kit_distance
+    return [keys[int(k)] if ok else None for k, ok in zip(nearest, near, strict=True)]
 
 
 def vote_teams(
@@ -281,24 +310,41 @@ def _box(row: np.ndarray) -> np.ndarray:
 
 def split_stretches(
     infos: dict[int, TrackInfo],
-    members: list[int],
-    samples: dict[int, tuple[np.ndarray, np.ndarray]],
+    team_of: dict[int, str | None],
+    samples: dict[int, tuple[np.ndarray, np.ndarray, list[str | None]]],
     params: ClusterParams,
     first_id: int,
-) -> tuple[dict[int, TrackInfo], dict[int, int]]:
-    """Each track cut where it went unseen for over ``stretch_gap_s`` (see the module docstring):
-    the stretches' infos (a track seen throughout keeps its own) and the track each came from."""
+) -> tuple[dict[int, TrackInfo], dict[int, int], dict[int, str]]:
+    """Each team track cut where its kit switches team and where it went unseen for over
+    ``stretch_gap_s`` (see the module docstring): the stretches' infos (a track seen throughout in
+    one kit keeps its own), the track each came from, and each one's team."""
     out: dict[int, TrackInfo] = {}
     owner: dict[int, int] = {}
+    team: dict[int, str] = {}
     next_id = first_id
-    for tid in members:
-        info = infos[tid]
-        times, vectors = samples[tid]
-        pieces = stretches(info.path[:, 0], times, params.stretch_gap_s, params.min_track_rows)
-        if len(pieces) == 1:
-            out[tid], owner[tid] = info, tid
+    for tid, kit in team_of.items():
+        if kit is None:
             continue
-        for a, b in pieces:
+        info = infos[tid]
+        times, vectors, votes = samples[tid]
+        switch = team_switch(times, votes, params.min_track_rows)
+        sides = (
+            [(-np.inf, np.inf, kit)]
+            if switch is None
+            else [(-np.inf, switch[0], switch[1]), (switch[0], np.inf, switch[2])]
+        )
+        pieces = []
+        for lo, hi, side in sides:
+            rows = np.flatnonzero((info.path[:, 0] > lo) & (info.path[:, 0] < hi))
+            mine = (times > lo) & (times < hi)
+            for a, b in stretches(
+                info.path[rows, 0], times[mine], params.stretch_gap_s, params.min_track_rows
+            ):
+                pieces.append((rows[a], rows[b - 1] + 1, side))
+        if len(pieces) == 1:
+            out[tid], owner[tid], team[tid] = info, tid, kit
+            continue
+        for a, b, side in pieces:
             path = info.path[a:b]
             seen = (times >= path[0, 0] - 1e-6) & (times <= path[-1, 0] + 1e-6)
             features = {
@@ -309,9 +355,9 @@ def split_stretches(
             out[next_id] = TrackInfo(
                 info.angle, path[0, 0], path[-1, 0], b - a, _box(path[0]), _box(path[-1]), features, path
             )
-            owner[next_id] = tid
+            owner[next_id], team[next_id] = tid, side
             next_id += 1
-    return out, owner
+    return out, owner, team
 
 
 def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: ClusterParams) -> list[Identity]:
@@ -368,17 +414,22 @@ def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: Cluster
             for members in merge_fragments(infos, groups[k], params):
                 extra.append(Identity("referee" if rank == 0 else "other", members, confidence=0.5))
     identities: list[Identity] = []
+    votes = sample_teams(sample_kit, centres, params)
     samples = {
-        int(t): (sample_times[rows], vectors[rows]) for t, rows in zip(track_ids, rows_of, strict=True)
+        int(t): (sample_times[rows], vectors[rows], [votes[i] for i in rows])
+        for t, rows in zip(track_ids, rows_of, strict=True)
     }
+    pieces, owner, piece_team = split_stretches(infos, team_of, samples, params, max(infos) + 1)
+    chains: list[set[int]] = []
+    chain_team: list[str] = []
     for team in centres:
-        mine = [t for t, k in team_of.items() if k == team]
-        shadows = track_shadows(infos, mine, params)
-        mine = [t for t in mine if t not in shadows]
-        pieces, owner = split_stretches(infos, mine, samples, params, max(infos) + 1)
-        for members in regroup(merge_fragments(pieces, list(pieces), params), owner, pieces):
-            members |= {s for s, host in shadows.items() if host in members}
-            conf = float(np.mean([confidence[t] for t in members]))
-            identities.append(Identity("player", members, team=team, confidence=conf))
+        mine = [p for p, k in piece_team.items() if k == team]
+        shadows = track_shadows(pieces, mine, params)
+        for chain in merge_fragments(pieces, [p for p in mine if p not in shadows], params):
+            chains.append(chain | {s for s, host in shadows.items() if host in chain})
+            chain_team.append(team)
+    for k, members in regroup(chains, owner, pieces):
+        conf = float(np.mean([confidence[t] for t in members]))
+        identities.append(Identity("player", members, team=chain_team[k], confidence=conf))
     identities = absorb_shadows(identities, infos, params)
     return attach_tiny(identities + extra, sorted(tiny, key=lambda t: infos[t].start), infos, params)

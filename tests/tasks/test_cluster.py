@@ -157,9 +157,39 @@ def test_a_duplicate_box_on_a_team_mate_is_theirs_even_when_it_looks_like_a_late
     assert sorted(sorted(ts) for ts in chained) == [[1], [2], [3, 4], [5]]  # without the rule
 
 
-def test_overlapping_tracks_are_never_one_person() -> None:
+def test_tracks_overlapping_longer_than_a_hand_over_are_never_one_person() -> None:
     same_look = _Game([(1, RED, 0, 0, 6, 100), (2, RED, 0, 3, 10, 500)])
     assert len(same_look.identities()) == 2
+
+
+def test_a_new_track_that_starts_while_the_old_one_still_holds_the_player_continues_it() -> None:
+    hand_over = _Game(
+        [
+            (1, RED, 0, 0, 5, 100),
+            (2, RED, 0, 4.4, 10, 110),  # started 0.6 s before track 1 let go of the player
+            (3, RED, 1, 0, 10, 400),
+            (4, BLUE, 2, 0, 10, 700),
+        ]
+    )
+    groups = sorted(sorted(ts) for ts in hand_over.identities()["track_ids"].to_list())
+    assert groups == [[1, 2], [3], [4]]
+    strict = hand_over.identities(params=ClusterParams(overlap_tolerance_s=0))["track_ids"]
+    assert sorted(sorted(ts) for ts in strict) == [[1], [2], [3], [4]]
+
+
+def test_a_track_that_swaps_to_the_other_team_is_cut_for_the_chaining() -> None:
+    swapped = _Game(
+        [
+            (1, RED, 0, 0, 4, 100),  # red player 0 ...
+            (5, RED, 0, 4.4, 10, 110),  # ... and his second track
+            (2, BLUE, 2, 0, 3, 400),  # track 2 holds blue player 2 for 3 s ...
+            (2, RED, 1, 3, 10, 420),  # ... then, without a gap, red player 1 for 7 s
+            (3, RED, 1, 0, 2.8, 430),  # red player 1 before the swap
+            (4, BLUE, 3, 0, 10, 700),
+        ]
+    )
+    groups = sorted(sorted(ts) for ts in swapped.identities()["track_ids"].to_list())
+    assert groups == [[1, 5], [2, 3], [4]]
 
 
 def test_a_track_that_changes_player_after_a_gap_does_not_split_its_first_player() -> None:
