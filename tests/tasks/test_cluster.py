@@ -31,7 +31,14 @@ from tasks.detect_track import DetectParams
 from tasks.embed import APPEARANCE_DIM, APPEARANCE_LAYOUT
 from tasks.quality import identities_of, label_tracks, track_whole
 from tasks.screentime import compute_screentime
-from tests.fixtures.identities import EpisodeCase, GameCase, cast_purity, player_count, team_accuracy
+from tests.fixtures.identities import (
+    EpisodeCase,
+    GameCase,
+    cast_purity,
+    game_screentime_errors,
+    player_count,
+    team_accuracy,
+)
 
 RED, BLUE, BLACK = (45.0, 60.0, 45.0), (40.0, 10.0, -50.0), (15.0, 0.0, 0.0)
 HEADS = [(30.0, 10.0, 20.0), (60.0, 15.0, 25.0), (20.0, 5.0, 5.0), (70.0, 10.0, 15.0)]
@@ -381,6 +388,25 @@ def test_fragments_merge_into_about_one_identity_per_player(identity_game: GameC
     found, truth = player_count(identities, identity_game.tracks)
     assert identity_game.tracks["track_id"].n_unique() > truth + 4  # there were fragments to merge
     assert abs(found - truth) <= PLAYER_COUNT_TOLERANCE * truth
+
+
+# Issue 4: screen-time error per player <= 3 % of the clip. On ground-truth tracks (this clip) cluster
+# reaches mean 0.63 %, max 1.17 %; on tracked footage the tracks' own errors dominate (see
+# bench/tracking_quality.py, which prints the best any clustering of those tracks can do).
+SCREENTIME_ERROR_CEILING = 0.015
+
+
+def test_screen_time_per_player_is_within_the_target_on_ground_truth_tracks(identity_game: GameCase) -> None:
+    identities = _game_identities(identity_game)
+    result = compute_screentime(
+        identities,
+        identity_game.tracks,
+        duration_s=identity_game.duration_s,
+        params="strict",
+        analysis_fps=5.0,
+    )
+    errors = game_screentime_errors(result.table, identities, identity_game)
+    assert max(errors.values()) <= SCREENTIME_ERROR_CEILING
 
 
 def test_the_referee_is_not_a_player(identity_game: GameCase) -> None:
