@@ -206,9 +206,7 @@ def main() -> None:
     for name, part in APPEARANCE_LAYOUT.items():
         diff = np.abs(old_vectors[:, part] - new_vectors[:, part])
         p99 = np.percentile(diff.max(axis=1), 99)
-        print(
-            f"  {name:15s} |new-old| max {diff.max():6.3f}  mean {diff.mean():6.4f}  p99 per box {p99:6.3f}"
-        )
+        print(f"  {name:15s} |new-old| max {diff.max():.1e}  mean {diff.mean():.1e}  p99 per box {p99:.1e}")
     hist = APPEARANCE_LAYOUT["torso_hist"]
     l1 = np.abs(old_vectors[:, hist] - new_vectors[:, hist]).sum(axis=1)
     print(f"  torso_hist L1 per box: max {l1.max():.3f} mean {l1.mean():.4f}")
