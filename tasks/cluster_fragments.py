@@ -36,7 +36,7 @@ def look_distance(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
     return float(np.sqrt(max(0.0, raw**2 - noise)))
 
 
-def _link_cost(a: TrackInfo, b: TrackInfo, appearance: float, params: ClusterParams) -> float:
+def link_cost(a: TrackInfo, b: TrackInfo, appearance: float, params: ClusterParams) -> float:
     """Cost of ``b`` continuing ``a`` (``a`` ends before ``b`` starts); see the module docstring."""
     gap = max(0.0, b.start - a.end)
     cost = appearance + params.gap_cost_per_s * gap
@@ -78,7 +78,7 @@ def merge_fragments(
                 or ia.end >= ib.end
             ):
                 continue
-            cost[i, j] = min(big, _link_cost(ia, ib, look_distance(ia, ib, params), params))
+            cost[i, j] = min(big, link_cost(ia, ib, look_distance(ia, ib, params), params))
     rows, cols = linear_sum_assignment(cost)
     successor = {
         ids[r]: ids[c]
@@ -139,11 +139,8 @@ def team_switch(
     return None if best is None else best[1]
 
 
-def regroup(
-    chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]
-) -> list[tuple[int, set[int]]]:
-    """Chains of stretches back to sets of tracks: a track cut in stretches goes with the chain that
-    holds most of its rows (an identity is a set of whole tracks). Returns (chain index, tracks)."""
+def _winners(chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]) -> dict[int, int]:
+    """For every track, the index of the chain holding most of its rows (the first of equals)."""
     best: dict[int, tuple[int, int]] = {}
     for k, chain in enumerate(chains):
         rows: Counter[int] = Counter()
@@ -152,8 +149,30 @@ def regroup(
         for t, n in rows.items():
             if t not in best or n > best[t][0]:
                 best[t] = (n, k)
+    return {t: k for t, (_, k) in best.items()}
+
+
+def unclaimed_cuts(chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]) -> set[int]:
+    """Tracks cut in stretches where a stretch that does not go with the track was chained to no
+    other track: nothing says it is someone else, so the track is better chained whole."""
+    winner = _winners(chains, owner, infos)
+    doubtful: set[int] = set()
+    for k, chain in enumerate(chains):
+        owners = {owner[s] for s in chain}
+        if len(owners) == 1 and any(owner[s] != s for s in chain):
+            (t,) = owners
+            if winner[t] != k:
+                doubtful.add(t)
+    return doubtful
+
+
+def regroup(
+    chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]
+) -> list[tuple[int, set[int]]]:
+    """Chains of stretches back to sets of tracks: a track cut in stretches goes with the chain that
+    holds most of its rows (an identity is a set of whole tracks). Returns (chain index, tracks)."""
     groups: list[set[int]] = [set() for _ in chains]
-    for t, (_, k) in best.items():
+    for t, k in _winners(chains, owner, infos).items():
         groups[k].add(t)
     return [(k, g) for k, g in enumerate(groups) if g]
 

@@ -51,8 +51,13 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   cut wherever it went unseen for more than ``stretch_gap_s`` = 1 s (each piece needs
   ``min_track_rows`` rows and a sample, or it stays with its neighbour), each stretch gets its own
   look, and after the chaining every track goes, whole, with the chain holding most of its rows (an
-  identity is a set of tracks). A track seen throughout is one stretch, as before. On q-colours a
-  track held player 7 for 5.2-13.0 s and, after a 3.8 s gap, player 8: his later tracks are now
+  identity is a set of tracks). A track seen throughout is one stretch, as before. A cut stands
+  only if the stretches leaving their track are chained to some other track; one chained to
+  nobody but its own track's stretches is no evidence of a second person, and the track is chained
+  again uncut (on a re-seeded q-colours — seed 202, not one the thresholds were chosen on — a track
+  that swapped players *without* a gap and then had a gap was otherwise glued, by its first
+  stretch, to a team-mate's track: 16 -> 15 players for 16, one player's screen-time error 57 %).
+  On q-colours a track held player 7 for 5.2-13.0 s and, after a 3.8 s gap, player 8: his later tracks are now
   chained to the first stretch (players 15 -> 13 for 12, identity IDF1 0.915 -> 0.957, mean
   screen-time error 7.2 % -> 5.1 %); nothing moves on the other clips, and the figures are the
   same for any ``stretch_gap_s`` in 0.5-2 s (at 3 s the q-colours cut is missed: 14 players).
@@ -113,6 +118,7 @@ from tasks.cluster_fragments import (
     stretches,
     team_switch,
     track_shadows,
+    unclaimed_cuts,
 )
 from tasks.embed import APPEARANCE_LAYOUT
 
@@ -314,10 +320,12 @@ def split_stretches(
     samples: dict[int, tuple[np.ndarray, np.ndarray, list[str | None]]],
     params: ClusterParams,
     first_id: int,
+    whole: set[int],
 ) -> tuple[dict[int, TrackInfo], dict[int, int], dict[int, str]]:
     """Each team track cut where its kit switches team and where it went unseen for over
     ``stretch_gap_s`` (see the module docstring): the stretches' infos (a track seen throughout in
-    one kit keeps its own), the track each came from, and each one's team."""
+    one kit keeps its own), the track each came from, and each one's team. Tracks in ``whole`` are
+    only cut where their kit switches."""
     out: dict[int, TrackInfo] = {}
     owner: dict[int, int] = {}
     team: dict[int, str] = {}
@@ -337,14 +345,13 @@ def split_stretches(
         for lo, hi, side in sides:
             rows = np.flatnonzero((info.path[:, 0] > lo) & (info.path[:, 0] < hi))
             mine = (times > lo) & (times < hi)
-            for a, b in stretches(
-                info.path[rows, 0], times[mine], params.stretch_gap_s, params.min_track_rows
-            ):
+            gap = np.inf if tid in whole else params.stretch_gap_s
+            for a, b in stretches(info.path[rows, 0], times[mine], gap, params.min_track_rows):
                 pieces.append((rows[a], rows[b - 1] + 1, side))
-        if len(pieces) == 1:
-            out[tid], owner[tid], team[tid] = info, tid, kit
-            continue
-        for a, b, side in pieces:
+
+        def piece(
+            a: int, b: int, info: TrackInfo = info, times: np.ndarray = times, vectors: np.ndarray = vectors
+        ) -> TrackInfo:
             path = info.path[a:b]
             seen = (times >= path[0, 0] - 1e-6) & (times <= path[-1, 0] + 1e-6)
             features = {
@@ -352,9 +359,15 @@ def split_stretches(
                 "look": _look(np.median(vectors[seen], axis=0), params),
                 "look_samples": np.array([int(seen.sum())]),
             }
-            out[next_id] = TrackInfo(
+            return TrackInfo(
                 info.angle, path[0, 0], path[-1, 0], b - a, _box(path[0]), _box(path[-1]), features, path
             )
+
+        if len(pieces) == 1:
+            out[tid], owner[tid], team[tid] = info, tid, kit
+            continue
+        for a, b, side in pieces:
+            out[next_id] = piece(a, b)
             owner[next_id], team[next_id] = tid, side
             next_id += 1
     return out, owner, team
@@ -419,15 +432,23 @@ def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: Cluster
         int(t): (sample_times[rows], vectors[rows], [votes[i] for i in rows])
         for t, rows in zip(track_ids, rows_of, strict=True)
     }
-    pieces, owner, piece_team = split_stretches(infos, team_of, samples, params, max(infos) + 1)
-    chains: list[set[int]] = []
-    chain_team: list[str] = []
-    for team in centres:
-        mine = [p for p, k in piece_team.items() if k == team]
-        shadows = track_shadows(pieces, mine, params)
-        for chain in merge_fragments(pieces, [p for p in mine if p not in shadows], params):
-            chains.append(chain | {s for s, host in shadows.items() if host in chain})
-            chain_team.append(team)
+
+    def chain(whole: set[int]) -> tuple[dict[int, TrackInfo], dict[int, int], list[set[int]], list[str]]:
+        pieces, owner, piece_team = split_stretches(infos, team_of, samples, params, max(infos) + 1, whole)
+        chains: list[set[int]] = []
+        chain_team: list[str] = []
+        for team in centres:
+            mine = [p for p, k in piece_team.items() if k == team]
+            shadows = track_shadows(pieces, mine, params)
+            for links in merge_fragments(pieces, [p for p in mine if p not in shadows], params):
+                chains.append(links | {s for s, host in shadows.items() if host in links})
+                chain_team.append(team)
+        return pieces, owner, chains, chain_team
+
+    pieces, owner, chains, chain_team = chain(set())
+    doubtful = unclaimed_cuts(chains, owner, pieces)
+    if doubtful:
+        pieces, owner, chains, chain_team = chain(doubtful)
     for k, members in regroup(chains, owner, pieces):
         conf = float(np.mean([confidence[t] for t in members]))
         identities.append(Identity("player", members, team=chain_team[k], confidence=conf))
