@@ -169,6 +169,19 @@ def test_tracks_overlapping_longer_than_a_hand_over_are_never_one_person() -> No
     assert len(same_look.identities()) == 2
 
 
+def test_a_track_seen_again_after_a_gap_is_not_cut_when_no_other_track_claims_the_later_stretch() -> None:
+    refound = _Game(
+        [
+            (1, RED, 0, 0, 5, 100),  # track 1 holds a red player ...
+            (1, RED, 0, 6.4, 10, 160),  # ... and, 1.4 s later, a red player again (nobody else's)
+            (2, RED, 0, 5.4, 10, 105),  # a red look-alike at the same time: a second person
+            (3, BLUE, 2, 0, 10, 700),
+        ]
+    )
+    groups = sorted(sorted(ts) for ts in refound.identities()["track_ids"].to_list())
+    assert groups == [[1], [2], [3]]  # cut, track 1's first stretch would take track 2 along
+
+
 def test_a_new_track_that_starts_while_the_old_one_still_holds_the_player_continues_it() -> None:
     hand_over = _Game(
         [
