@@ -33,7 +33,7 @@ from tasks.detector import ensure_offline
 
 FORBIDDEN = 1e3
 GMC_DOWNSCALE = 4
-GMC_CORNERS = 200
+GMC_CORNERS = 100
 
 # Defaults of the filmroom association (overridable through DetectParams.tracker_options).
 ASSOCIATION_DEFAULTS: dict[str, float] = {
@@ -88,8 +88,9 @@ def make_tracker(
     tracker_class: Any = _motion_kit_botsort() if motion else TRACKER_MAP[kind]
     tracker = tracker_class(args=cfg)
     if hasattr(tracker, "gmc"):
-        # Optical flow of 200 corners on a 160x90 image (the frames come at model size, 640 wide)
-        # instead of 400 on 320x180: the same scores on the quality set, GMC 2.2 instead of ~3.5 ms a frame.
+        # Optical flow of 100 corners on a 160x90 image (the frames come at model size, 640 wide)
+        # instead of 400 on 320x180. On the quality set 200 -> 100 corners: GMC ~40% cheaper, tracks
+        # IDF1 0.855 -> 0.861, chunked - whole IDF1 -0.016 -> -0.009 (q-default 0.901 -> 0.899).
         tracker.gmc.downscale = GMC_DOWNSCALE
         tracker.gmc.feature_params = {**tracker.gmc.feature_params, "maxCorners": GMC_CORNERS}
     return tracker
