@@ -198,13 +198,6 @@ def run_flow_measured(run_id: str, api_url: str) -> tuple[float, list[Any]]:
         return wall, asyncio.run(task_runs())
 
 
-def _warm(weights: str, threads: int) -> bool:
-    from tasks.detector import load_model
-
-    load_model(weights, threads)
-    return True
-
-
 def noop(_: int) -> int:
     return _
 
@@ -270,7 +263,7 @@ def main() -> None:
         from infra.synth import GameSpec, render_game
         from infra.synth.spec import EncodeSpec
         from storage.db import init_db
-        from tasks.detect_track import DetectParams
+        from tasks.detect_track import DetectParams, warm_worker
         from tasks.detector import BUNDLED_FLOAT_WEIGHTS, BUNDLED_WEIGHTS, ensure_offline
 
         ensure_offline()
@@ -308,7 +301,7 @@ def main() -> None:
             os.environ["FILMROOM_DASK__ADDRESS"] = cluster.scheduler_address  # noqa: TID251
             get_settings.cache_clear()
             params = DetectParams(analysis_fps=args.fps)
-            client.run(_warm, params.weights, params.threads)  # warm workers, as under `filmroom up`
+            client.run(warm_worker, params)  # warm workers, as under `filmroom up`
             print(
                 f"prefect {prefect.url}, dask {cluster.scheduler_address} ({len(client.nthreads())} workers)"
             )

@@ -25,7 +25,7 @@ from storage.schemas import polars_schema
 from tasks.common import retry_transient, store
 from tasks.decoding import FrameGrid, decode_wanted
 from tasks.detector import FrameBoxes, detect_batch, load_model
-from tasks.embed import YuvPlanes, appearance_image, appearance_vectors, rect_pixels
+from tasks.embed import YuvPlanes, appearance_image, appearance_vectors, rect_pixels, warm_appearance
 from tasks.ingest import Chunk
 from tasks.tracker import make_tracker
 
@@ -184,6 +184,16 @@ class _TrackerInput:
     def __getitem__(self, mask: Any) -> _TrackerInput:
         b = self._boxes
         return _TrackerInput(FrameBoxes(b.xyxy[mask], b.conf[mask], b.cls[mask]), self._buffer)
+
+
+def warm_worker(params: DetectParams) -> bool:
+    """Load what every chunk of this process needs, once: the detector, ultralytics' tracker code
+    (the ONNX detector does not import ultralytics or torch; the tracker does, ~3 s) and the
+    appearance vectors' colour table. Returns True (for ``Client.run``)."""
+    load_model(params.weights, params.threads)
+    make_tracker(params.tracker, params.analysis_fps, params.track_buffer_s, params.tracker_options)
+    warm_appearance()
+    return True
 
 
 def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame, ChunkStats]:

@@ -178,6 +178,11 @@ def _yuv_bgr(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(_swscale_bgr().take(at).view(np.uint8).reshape(*at.shape, 4)[..., :3])
 
 
+def warm_appearance() -> None:
+    """Build the colour table the appearance vectors read (:func:`_swscale_bgr`) now, not in a chunk."""
+    _swscale_bgr()
+
+
 @lru_cache(maxsize=1)
 def _swscale_bgr() -> np.ndarray:
     """swscale's BGR of every ``(Y, U, V)``, packed in a uint32 at ``U << 16 | V << 8 | Y`` (64 MiB, built

@@ -11,15 +11,9 @@ from typing import Any
 
 import polars as pl
 
-from tasks.detect_track import ChunkStats, DetectParams, detect_track_appearance
-from tasks.detector import load_model
+from tasks.detect_track import ChunkStats, DetectParams, detect_track_appearance, warm_worker
 from tasks.ingest import Chunk
 from tasks.stitch import stitch
-
-
-def _warm(weights: str, threads: int) -> bool:
-    load_model(weights, threads)
-    return True
 
 
 class LocalRunner:
@@ -54,8 +48,9 @@ class LocalRunner:
             self._cluster.close()
 
     def warm_up(self) -> None:
-        """Load the model in every worker now, so the first chunks do not pay for it."""
-        self._client.run(_warm, self.params.weights, self.params.threads)
+        """Load the model (and the rest of :func:`warm_worker`) in every worker now, so the first
+        chunks do not pay for it."""
+        self._client.run(warm_worker, self.params)
 
     def detect_track(self, chunks: list[Chunk]) -> pl.DataFrame:
         """Every chunk on the cluster (longest first, to balance the workers), then stitched.
