@@ -90,9 +90,8 @@ class SampledFrame:
     time_s: float
     image: np.ndarray  # BGR at model scale
     scale: float  # source pixels per model pixel
-    full: YuvPlanes | np.ndarray | None = (
-        None  # the source frame (appearance_image) until its vectors are computed
-    )
+    # the source frame (appearance_image) until its appearance vectors are computed
+    full: YuvPlanes | np.ndarray | None = None
 
 
 @dataclass
