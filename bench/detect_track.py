@@ -101,6 +101,8 @@ def main() -> None:
                 settings,
                 chunk_s=defaults.chunk_seconds,
                 overlap_s=defaults.overlap_seconds,
+                min_chunks=2,  # the runner's workers, as a run's ingest plans for its cluster
+                shortest_s=defaults.min_chunk_seconds,
             )
             detections = runner.detect_track(result.chunks)
             b_s = time.perf_counter() - started

@@ -73,7 +73,18 @@ class DetectSettings(BaseModel):
         default="botsort",
         description="Ultralytics tracker used inside each chunk (BoT-SORT compensates pans).",
     )
-    chunk_seconds: float = Field(default=30.0, gt=1.0, description="Target chunk length for detect_track.")
+    chunk_seconds: float = Field(
+        default=60.0,
+        gt=1.0,
+        description="Target chunk length for detect_track. Longer chunks analyse fewer overlap frames and "
+        "run fewer task runs (10-min clip: 60 s chunks ~5% faster than 30 s); a video shorter than one "
+        "chunk per Dask worker (dask.n_workers) is cut into one per worker instead.",
+    )
+    min_chunk_seconds: float = Field(
+        default=20.0,
+        ge=0.0,
+        description="Never cut a video into chunks shorter than this to give every worker one.",
+    )
     overlap_seconds: float = Field(
         default=2.0, ge=0.0, description="Overlap between consecutive chunks, used to stitch tracks."
     )
@@ -101,7 +112,12 @@ class DaskSettings(BaseModel):
         default=None,
         description="Address of an existing Dask scheduler (tcp://host:8786). Unset: a LocalCluster.",
     )
-    n_workers: int = Field(default=2, ge=1, description="Workers of the embedded LocalCluster.")
+    n_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Workers of the embedded LocalCluster (with an external scheduler: how many it has); "
+        "ingest cuts a short video into at least this many chunks.",
+    )
     threads_per_worker: int = Field(default=1, ge=1, description="Threads per LocalCluster worker.")
     dashboard_port: int = Field(default=8787, ge=0, le=65535, description="LocalCluster dashboard port.")
 

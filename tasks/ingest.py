@@ -382,8 +382,17 @@ def check_sync(probes: list[VideoProbe], settings: IngestSettings) -> dict[str, 
     return offsets
 
 
-def plan_chunks(probe: VideoProbe, chunk_s: float, overlap_s: float) -> list[Chunk]:
-    """Keyframe-aligned chunks of about ``chunk_s`` seconds, each decoding ``overlap_s`` past its end."""
+def plan_chunks(
+    probe: VideoProbe, chunk_s: float, overlap_s: float, *, min_chunks: int = 1, shortest_s: float = 0.0
+) -> list[Chunk]:
+    """Keyframe-aligned chunks of about ``chunk_s`` seconds, each decoding ``overlap_s`` past its end.
+
+    A video shorter than ``min_chunks`` chunks (one per worker) is cut into ``min_chunks`` shorter
+    ones, so every worker gets a share, but none under ``shortest_s`` seconds: below that the
+    overlap and a task's own cost outweigh the second core.
+    """
+    if min_chunks > 1 and probe.duration_s < min_chunks * chunk_s:
+        chunk_s = min(chunk_s, max(probe.duration_s / min_chunks, shortest_s))
     end_of_video = probe.start_time_s + probe.duration_s
     starts = [probe.keyframes_s[0]]
     for key in probe.keyframes_s[1:]:
@@ -411,9 +420,12 @@ def ingest(
     *,
     chunk_s: float,
     overlap_s: float,
+    min_chunks: int = 1,
+    shortest_s: float = 0.0,
     fetcher: Fetcher | None = None,
 ) -> IngestResult:
-    """The ingest stage: every source resolved, probed and checked, and the chunk plan."""
+    """The ingest stage: every source resolved, probed and checked, and the chunk plan
+    (:func:`plan_chunks`)."""
     if not sources:
         raise errors.MissingVideos("the event has no video")
     angles = [s.angle for s in sources]
@@ -426,7 +438,11 @@ def ingest(
         check_duration(probe, settings)
         probes.append(probe)
     offsets = check_sync(probes, settings)
-    planned = [c for p in probes for c in plan_chunks(p, chunk_s, overlap_s)]
+    planned = [
+        c
+        for p in probes
+        for c in plan_chunks(p, chunk_s, overlap_s, min_chunks=min_chunks, shortest_s=shortest_s)
+    ]
     # One index space across angles: parts are stored by chunk index.
     chunks = [c.model_copy(update={"index": i}) for i, c in enumerate(planned)]
     return IngestResult(probes=probes, chunks=chunks, angle_offsets_s=offsets)
@@ -444,9 +460,18 @@ def copy_into_footage(path: Path, footage_dir: Path) -> Path:
 
 @task(name="ingest", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient)
 def ingest_task(ref: RunRef, sources: list[Source], chunk_s: float, overlap_s: float) -> IngestResult:
-    """Probe and check every source of the run's event; plan the chunks."""
+    """Probe and check every source of the run's event; plan the chunks (at least one per Dask worker
+    the settings name, when the video is long enough)."""
     settings = get_settings()
     fetcher = Fetcher(settings.ingest, Path(settings.storage.footage_dir) / "downloads")
-    result = ingest(sources, settings.ingest, chunk_s=chunk_s, overlap_s=overlap_s, fetcher=fetcher)
+    result = ingest(
+        sources,
+        settings.ingest,
+        chunk_s=chunk_s,
+        overlap_s=overlap_s,
+        min_chunks=settings.dask.n_workers,
+        shortest_s=settings.detect.min_chunk_seconds,
+        fetcher=fetcher,
+    )
     store().update_manifest(ref, videos=[p.model_dump() for p in result.probes])
     return result

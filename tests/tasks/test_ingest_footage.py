@@ -131,3 +131,24 @@ def test_a_short_tail_joins_the_last_chunk() -> None:
 def test_a_video_with_one_keyframe_is_one_chunk() -> None:
     chunks = plan_chunks(_probe(12.0, [0.0]), chunk_s=5.0, overlap_s=1.0)
     assert len(chunks) == 1 and chunks[0].decode_end_s == 12.0
+
+
+def test_a_short_video_is_cut_into_one_chunk_per_worker() -> None:
+    keyframes = [float(k) for k in range(0, 60, 2)]
+    chunks = plan_chunks(_probe(60.0, keyframes), chunk_s=60.0, overlap_s=2.0, min_chunks=2, shortest_s=20.0)
+    assert [(c.start_s, c.end_s) for c in chunks] == [(0.0, 30.0), (30.0, 60.0)]
+    # a long one keeps its chunk length
+    long = plan_chunks(
+        _probe(600.0, keyframes + [float(k) for k in range(60, 600, 2)]), 60.0, 2.0, min_chunks=2
+    )
+    assert len(long) == 10 and {c.end_s - c.start_s for c in long} == {60.0}
+
+
+def test_no_chunk_is_cut_shorter_than_the_shortest_split() -> None:
+    keyframes = [float(k) for k in range(0, 30, 2)]
+    chunks = plan_chunks(
+        _probe(12.0, keyframes[:6]), chunk_s=60.0, overlap_s=2.0, min_chunks=2, shortest_s=20.0
+    )
+    assert len(chunks) == 1
+    chunks = plan_chunks(_probe(30.0, keyframes), chunk_s=60.0, overlap_s=2.0, min_chunks=2, shortest_s=20.0)
+    assert [(c.start_s, c.end_s) for c in chunks] == [(0.0, 20.0), (20.0, 30.0)]
