@@ -190,9 +190,21 @@ def warm_worker(params: DetectParams) -> bool:
     (the ONNX detector does not import ultralytics or torch; the tracker does, ~3 s) and the
     appearance vectors' colour table. Returns True (for ``Client.run``)."""
     load_model(params.weights, params.threads)
-    make_tracker(params.tracker, params.analysis_fps, params.track_buffer_s, params.tracker_options)
+    tracker_for(params)
     warm_appearance()
     return True
+
+
+def tracker_for(params: DetectParams) -> Any:
+    """A fresh tracker configured as ``params`` say (one per chunk: tracks are chunk-local)."""
+    return make_tracker(
+        params.tracker,
+        params.analysis_fps,
+        params.track_buffer_s,
+        params.tracker_options,
+        params.appearance,
+        params.association,
+    )
 
 
 def detect_track_chunk(chunk: Chunk, params: DetectParams) -> tuple[pl.DataFrame, ChunkStats]:
@@ -212,14 +224,7 @@ def detect_track_appearance(
     (converting the source-size frames and computing the vectors).
     """
     model = load_model(params.weights, params.threads)
-    tracker = make_tracker(
-        params.tracker,
-        params.analysis_fps,
-        params.track_buffer_s,
-        params.tracker_options,
-        params.appearance,
-        params.association,
-    )
+    tracker = tracker_for(params)
     use_features = params.appearance and params.tracker == "botsort"
     stats = ChunkStats()
     rows: list[dict[str, Any]] = []
