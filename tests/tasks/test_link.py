@@ -144,3 +144,54 @@ def test_a_track_claims_the_untracked_detection_it_was_born_from() -> None:
         pl.when(pl.col("frame") == 5).then(0).otherwise(pl.col("frame")).alias("frame")
     )
     assert claim_starts(shifted)["track_id"].to_list()[1] is None
+
+
+# two team-mates: one kit, told apart by skin and hair (embed's APPEARANCE_LAYOUT: skin, then hair)
+PALE = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0, 75.0, 10.0, 20.0, 25.0, 5.0, 10.0)
+DARK = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0, 35.0, 15.0, 25.0, 60.0, 10.0, 30.0)
+
+
+def _crossing(frames: range, swapped_after: int | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Players P (pale, walking right from x 0) and Q (dark, walking left from x 404) cross at frame
+    25; the tracker gives P track 1 and Q track 2, swapped from ``swapped_after`` on. Also the rows'
+    appearance, by the true player."""
+    rows: list[dict[str, object]] = []
+    vectors: list[dict[str, object]] = []
+    for f in frames:
+        for player, x, look in (("P", 8.0 * f, PALE), ("Q", 404.0 - 8.0 * f, DARK)):
+            track = 1 if player == "P" else 2
+            if swapped_after is not None and f > swapped_after:
+                track = 3 - track
+            row = {**detection_rows(0, track, range(f, f + 1), x, dx=0.0)[0], "track_id": track}
+            rows.append(row)
+            box = {k: row[k] for k in ("angle", "frame", "x1", "y1", "x2", "y2")}
+            vectors.append(box | {"vector": list(look) + [0.0] * (APPEARANCE_DIM - len(look))})
+    detections = _table(rows)
+    appearance = pl.DataFrame(vectors, schema=polars_schema("appearance"))
+    return detections, appearance
+
+
+def _track_of(out: pl.DataFrame, frame: int, player_x: float) -> int:
+    return int(out.filter((pl.col("frame") == frame) & (pl.col("x1") == player_x))["track_id"][0])
+
+
+def test_two_crossing_players_swapped_by_the_tracker_get_their_own_tracks_back() -> None:
+    detections, appearance = _crossing(range(0, 50), swapped_after=25)
+    out = link_tracks(detections, appearance)
+    assert {_track_of(out, f, 8.0 * f) for f in range(0, 50)} == {1}  # P
+    assert {_track_of(out, f, 404.0 - 8.0 * f) for f in range(0, 50)} == {2}  # Q
+
+
+def test_two_crossing_players_the_tracker_kept_apart_stay_apart() -> None:
+    detections, appearance = _crossing(range(0, 50), swapped_after=None)
+    out = link_tracks(detections, appearance)
+    assert out["track_id"].to_list() == detections["track_id"].to_list()
+
+
+def test_a_swapped_track_that_alone_goes_on_after_the_crossing_is_given_back() -> None:
+    # track 2 (Q until the crossing) ends there; track 1 follows P up to it, then Q
+    detections, appearance = _crossing(range(0, 50), swapped_after=25)
+    detections = detections.filter(~((pl.col("track_id") == 2) & (pl.col("frame") > 25)))
+    out = link_tracks(detections, appearance)
+    assert {_track_of(out, f, 404.0 - 8.0 * f) for f in range(0, 50)} == {2}  # Q
+    assert {_track_of(out, f, 8.0 * f) for f in range(0, 26)} == {1}  # P, until he is lost
