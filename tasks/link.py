@@ -89,7 +89,7 @@ class LinkParams:
     cross_iou: float = 0.3  # two boxes overlapping this much: the players cross (the tracker may swap them)
     crossing_gap_s: float = 1.0  # overlaps of one pair closer than this in time are one crossing
     clean_iou: float = 0.1  # a box overlapping another less than this shows one player's colours
-    look_window_s: float = 3.0  # rows compared on each side of a crossing
+    look_window_s: float = 3.0  # rows compared on each side of a crossing or a gap
     look_min_rows: int = 3
     swap_margin: float = 5.0  # look distance a swap must save, per look compared after the crossing
 
@@ -409,11 +409,14 @@ def swap_gain(
     """How much closer the looks after a crossing match the looks before it if the two tracks are
     swapped there (NaN when it cannot be told: a track without enough clean rows before, or neither
     with enough after). When only one track goes on after the crossing, its look after is compared
-    with both looks before."""
+    with both looks before. ``times`` must be sorted."""
     a, b = (int(ids[r]) for r in crossing.rows)
     w = params.look_window_s
-    before = (times < crossing.start_s) & (times >= crossing.start_s - w) & clean
-    after = (times > crossing.end_s) & (times <= crossing.end_s + w) & clean
+    lo = int(np.searchsorted(times, crossing.start_s - w, side="left"))
+    hi = int(np.searchsorted(times, crossing.end_s + w, side="right"))
+    ids, times, looks, clean = ids[lo:hi], times[lo:hi], looks[lo:hi], clean[lo:hi]
+    before = (times < crossing.start_s) & clean
+    after = (times > crossing.end_s) & clean
     a0, b0 = (side_look(looks, (ids == t) & before, params.look_min_rows) for t in (a, b))
     a1, b1 = (side_look(looks, (ids == t) & after, params.look_min_rows) for t in (a, b))
     if a0 is None or b0 is None:
@@ -444,9 +447,12 @@ def untangle_tracks(detections: pl.DataFrame, appearance: pl.DataFrame, params: 
 def untangle(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams) -> np.ndarray:
     """The track ids of ``tracked`` (one angle's tracked rows) with the tracks swapped back after
     every crossing whose looks say the tracker swapped the two players there."""
-    frames, times = tracked["frame"].to_numpy(), tracked["time_s"].to_numpy().astype(np.float64)
-    ids = tracked["track_id"].to_numpy().copy()
-    boxes = tracked.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)
+    order = np.argsort(tracked["time_s"].to_numpy(), kind="stable")
+    frames = tracked["frame"].to_numpy()[order]
+    times = tracked["time_s"].to_numpy().astype(np.float64)[order]
+    ids = tracked["track_id"].to_numpy()[order]
+    boxes = tracked.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)[order]
+    looks = looks[order]
     found, crowd = crossings(frames, times, ids, boxes, params)
     clean = crowd < params.clean_iou
     for crossing in found:
@@ -457,4 +463,6 @@ def untangle(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams) -> np
         cut = (crossing.start_s + crossing.end_s) / 2
         tail_a, tail_b = (ids == a) & (times > cut), (ids == b) & (times > cut)
         ids[tail_a], ids[tail_b] = b, a
-    return ids
+    out = np.empty_like(ids)
+    out[order] = ids
+    return out
