@@ -195,3 +195,39 @@ def test_a_swapped_track_that_alone_goes_on_after_the_crossing_is_given_back() -
     out = link_tracks(detections, appearance)
     assert {_track_of(out, f, 404.0 - 8.0 * f) for f in range(0, 50)} == {2}  # Q
     assert {_track_of(out, f, 8.0 * f) for f in range(0, 26)} == {1}  # P, until he is lost
+
+
+def _refound(rival: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Track 1 follows P (pale) walking right from x 0 up to frame 20, is lost for 2 s and is then
+    re-found on Q (dark), who walks right from x 300 at frame 30. With ``rival``, P is picked up
+    again at frame 25 by track 2, where track 1 lost him. Also the rows' appearance."""
+    rows = [(f, 1, 8.0 * f, PALE) for f in range(0, 21)] + [
+        (f, 1, 60.0 + 8.0 * f, DARK) for f in range(30, 60)
+    ]
+    if rival:
+        rows += [(f, 2, 8.0 * f, PALE) for f in range(25, 60)]
+    detections = _table(
+        [{**detection_rows(0, t, range(f, f + 1), x, dx=0.0)[0], "track_id": t} for f, t, x, _ in rows]
+    )
+    vectors = [
+        {"angle": "main", "frame": f, "x1": x, "y1": 100.0, "x2": x + 30, "y2": 180.0}
+        | {"vector": list(look) + [0.0] * (APPEARANCE_DIM - len(look))}
+        for f, _, x, look in rows
+    ]
+    return detections, pl.DataFrame(vectors, schema=polars_schema("appearance"))
+
+
+def test_a_track_re_found_on_someone_else_while_its_player_went_on_elsewhere_is_cut() -> None:
+    detections, appearance = _refound(rival=True)
+    out = link_tracks(detections, appearance)
+    assert _ids(out.filter(pl.col("x1") < 300), range(0, 21)) == [1]
+    q = out.filter((pl.col("frame") >= 30) & (pl.col("x1") == 60.0 + 8.0 * pl.col("frame")))
+    assert q["track_id"].n_unique() == 1
+    assert q["track_id"][0] not in (1, 2)
+
+
+def test_a_track_re_found_after_a_gap_is_kept_whole_without_a_rival() -> None:
+    # the look changes across the gap, but nobody else continues P: nothing says the track erred
+    detections, appearance = _refound(rival=False)
+    out = link_tracks(detections, appearance)
+    assert out["track_id"].unique().to_list() == [1]
