@@ -520,12 +520,16 @@ def refound(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams, next_i
     w = params.look_window_s
 
     def look(rows: np.ndarray) -> np.ndarray | None:
-        mask = np.zeros(len(times), bool)
-        mask[rows] = True
-        return side_look(looks, mask & clean, params.look_min_rows)
+        seen = looks[rows[clean[rows]]]
+        seen = seen[~np.isnan(seen[:, 0])]
+        return np.median(seen, axis=0) if len(seen) >= params.look_min_rows else None
 
-    members = {int(t): np.flatnonzero(ids == t) for t in np.unique(ids)}
+    by_track = np.argsort(ids, kind="stable")  # rows of each track, in time order
+    bounds = np.flatnonzero(np.diff(ids[by_track])) + 1
+    members = {int(ids[r[0]]): r for r in np.split(by_track, bounds) if len(r)}
     opening = {t: look(r[times[r] <= times[r[0]] + w]) for t, r in members.items()}
+    starters = sorted(members, key=lambda t: times[members[t][0]])
+    starts = np.array([times[members[t][0]] for t in starters])
     new = ids.copy()
     for track, rows in members.items():
         t = times[rows]
@@ -536,9 +540,14 @@ def refound(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams, next_i
                 continue
             changed = float(np.linalg.norm(after - before))
             lost = boxes[rows[k - 1]]
-            for rival, theirs in members.items():
+            lo, hi = (
+                np.searchsorted(starts, t[k - 1], side="right"),
+                np.searchsorted(starts, t[-1], side="left"),
+            )
+            for rival in starters[lo:hi]:
+                theirs = members[rival]
                 start = times[theirs[0]]
-                if rival == track or not t[k - 1] < start < t[-1] or opening[rival] is None:
+                if rival == track or opening[rival] is None:
                     continue
                 found = boxes[theirs[0]]
                 height = max((lost[3] - lost[1] + found[3] - found[1]) / 2, 1e-6)
