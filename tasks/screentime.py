@@ -186,7 +186,9 @@ def _held_gaps(times: np.ndarray, place: np.ndarray, tracks: np.ndarray, hold_s:
 def picture_place(tracks: pl.DataFrame, frame_sizes: Mapping[str, tuple[int, int]] | None) -> pl.Expr:
     """Per row of ``tracks``: :data:`AT_EDGE`, :data:`CLEAR`, or :data:`UNKNOWN` when its angle's
     frame size (``frame_sizes``: angle → (width, height)) is not known."""
-    sizes = frame_sizes or {}
+    if not frame_sizes:
+        return pl.lit(UNKNOWN, pl.Int8).alias("place")  # the table need not have boxes then
+    sizes = frame_sizes
     width = pl.col("angle").replace_strict({a: float(w) for a, (w, _) in sizes.items()}, default=None)
     height = pl.col("angle").replace_strict({a: float(h) for a, (_, h) in sizes.items()}, default=None)
     margin = width * EDGE_MARGIN
