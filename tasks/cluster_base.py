@@ -35,6 +35,11 @@ class ClusterParams(BaseModel):
     overlap_tolerance_s: float = Field(
         default=1.0, ge=0, description="Games: how long a track may overlap the one it continues (hand-over)."
     )
+    refound_s: float = Field(
+        default=0.6,
+        ge=0,
+        description="Games: a track starting this soon where one ends, within the slack, continues it.",
+    )
     min_track_rows: int = Field(default=3, ge=1, description="Games: shorter tracks are 'tiny'.")
     tiny_gap_s: float = Field(
         default=1.0, ge=0, description="Games: how far a tiny track may be from its identity."

@@ -36,6 +36,12 @@ def look_distance(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
     return float(np.sqrt(max(0.0, raw**2 - noise)))
 
 
+def refound_at_end(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> bool:
+    """Whether ``b`` starts where and when ``a`` ends: the tracker lost ``a``'s player (an occlusion)
+    and found him again at once under a new track, so ``a`` continues there or nowhere."""
+    return b.start - a.end <= params.refound_s + 1e-6 and jump_heights(a, b) <= params.motion_slack_heights
+
+
 def link_cost(a: TrackInfo, b: TrackInfo, appearance: float, params: ClusterParams) -> float:
     """Cost of ``b`` continuing ``a`` (``a`` ends before ``b`` starts); see the module docstring."""
     gap = max(0.0, b.start - a.end)
@@ -68,16 +74,21 @@ def merge_fragments(
     cost = np.full((n, 2 * n), big)
     for i, a in enumerate(ids):
         cost[i, n + i] = params.merge_max_cost
-        for j, b in enumerate(ids):
-            ia, ib = infos[a], infos[b]
-            if (
+        ia = infos[a]
+        later = [
+            j
+            for j, b in enumerate(ids)
+            if not (
                 i == j
-                or ia.angle != ib.angle
-                or ia.end > ib.start + params.overlap_tolerance_s + 1e-6
-                or ia.start >= ib.start
-                or ia.end >= ib.end
-            ):
-                continue
+                or ia.angle != infos[b].angle
+                or ia.end > infos[b].start + params.overlap_tolerance_s + 1e-6
+                or ia.start >= infos[b].start
+                or ia.end >= infos[b].end
+            )
+        ]
+        refound = [j for j in later if refound_at_end(ia, infos[ids[j]], params)]
+        for j in refound or later:
+            ib = infos[ids[j]]
             cost[i, j] = min(big, link_cost(ia, ib, look_distance(ia, ib, params), params))
     rows, cols = linear_sum_assignment(cost)
     successor = {

@@ -529,3 +529,29 @@ def test_a_look_from_few_samples_counts_less() -> None:
     # well-sampled looks keep nearly their whole distance, and no sampling noise changes nothing
     assert look_distance(info(0, 200), info(25.7, 200), params) == pytest.approx(25.7, abs=0.5)
     assert look_distance(info(0, 3), info(25.7, 16), ClusterParams(look_noise=0)) == pytest.approx(25.7)
+
+
+def test_a_track_lost_and_found_again_at_once_continues_there_not_in_a_look_alike_far_away() -> None:
+    from tasks.cluster_base import TrackInfo
+    from tasks.cluster_fragments import merge_fragments
+
+    def info(start: float, end: float, first_x: float, last_x: float, look: float) -> TrackInfo:
+        def box(x: float) -> np.ndarray:
+            return np.array([x - 20, 300.0, x + 20, 400.0])
+
+        features = {"look": np.array([look, 0.0]), "look_samples": np.array([20])}
+        return TrackInfo("main", start, end, 20, box(first_x), box(last_x), features)
+
+    # seed+100 q-default: player 22's track ends at 14 s mid-picture (an occlusion) and a new track
+    # holds him from there at once, but its look is off (it later drifts to a team-mate); a
+    # look-alike team-mate enters 670 px away 2.8 s later, a move a sprinter could make
+    infos = {
+        1: info(0.0, 14.0, 300, 520, look=0.0),
+        2: info(14.0, 19.8, 530, 230, look=15.0),
+        3: info(16.8, 19.8, 1190, 820, look=2.0),
+    }
+    chains = merge_fragments(infos, [1, 2, 3], ClusterParams())
+    assert {1, 3} not in chains
+    assert {1, 2} in chains and {3} in chains
+    # without the re-found track the far look-alike is still a plausible continuation
+    assert {1, 3} in merge_fragments({k: infos[k] for k in (1, 3)}, [1, 3], ClusterParams())
