@@ -40,6 +40,9 @@ class ClusterParams(BaseModel):
         ge=0,
         description="Games: a track starting this soon where one ends, within the slack, continues it.",
     )
+    unseen_crossing: float = Field(
+        default=0.7, gt=0, description="Games: share of the picture's width no player crosses unseen."
+    )
     min_track_rows: int = Field(default=3, ge=1, description="Games: shorter tracks are 'tiny'.")
     tiny_gap_s: float = Field(
         default=1.0, ge=0, description="Games: how far a tiny track may be from its identity."

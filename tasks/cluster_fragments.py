@@ -42,6 +42,16 @@ def refound_at_end(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> bool:
     return b.start - a.end <= params.refound_s + 1e-6 and jump_heights(a, b) <= params.motion_slack_heights
 
 
+def crosses_picture(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> bool:
+    """Whether ``b`` starts across more than ``unseen_crossing`` of the picture's width from where
+    ``a`` ends: a player does not cross most of the picture unseen (he would be detected on the way),
+    nor leave by one side and come back by the other."""
+    if "picture_width" not in a.features:
+        return False
+    dx = abs((b.first_box[0] + b.first_box[2]) - (a.last_box[0] + a.last_box[2])) / 2
+    return bool(dx > params.unseen_crossing * float(a.features["picture_width"][0]))
+
+
 def link_cost(a: TrackInfo, b: TrackInfo, appearance: float, params: ClusterParams) -> float:
     """Cost of ``b`` continuing ``a`` (``a`` ends before ``b`` starts); see the module docstring."""
     gap = max(0.0, b.start - a.end)
@@ -86,6 +96,7 @@ def merge_fragments(
                 or ia.end >= infos[b].end
             )
         ]
+        later = [j for j in later if not crosses_picture(ia, infos[ids[j]], params)]
         refound = [j for j in later if refound_at_end(ia, infos[ids[j]], params)]
         for j in refound or later:
             ib = infos[ids[j]]

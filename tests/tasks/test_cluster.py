@@ -555,3 +555,24 @@ def test_a_track_lost_and_found_again_at_once_continues_there_not_in_a_look_alik
     assert {1, 2} in chains and {3} in chains
     # without the re-found track the far look-alike is still a plausible continuation
     assert {1, 3} in merge_fragments({k: infos[k] for k in (1, 3)}, [1, 3], ClusterParams())
+
+
+def test_a_player_does_not_cross_most_of_the_picture_unseen() -> None:
+    from tasks.cluster_base import TrackInfo
+    from tasks.cluster_fragments import merge_fragments
+
+    def info(start: float, end: float, first_x: float, last_x: float) -> TrackInfo:
+        def box(x: float) -> np.ndarray:
+            return np.array([x - 20, 300.0, x + 20, 400.0])
+
+        features = {"look": np.zeros(2), "look_samples": np.array([20]), "picture_width": np.array([1280.0])}
+        return TrackInfo("main", start, end, 20, box(first_x), box(last_x), features)
+
+    # seed+100 q-tight-shaky: a track leaves by the right edge at 11.4 s and a look-alike team-mate
+    # enters by the left 4.2 s later (a sprint could cover it, but not unseen through the picture)
+    infos = {1: info(9.2, 11.4, 900, 1255), 2: info(15.6, 19.8, 45, 300)}
+    assert merge_fragments(infos, [1, 2], ClusterParams()) == [{1}, {2}]
+    # coming back by the side he left is still a link, and so is a crossing at a looser limit
+    infos[3] = info(15.6, 19.8, 1230, 900)
+    assert {1, 3} in merge_fragments(infos, [1, 2, 3], ClusterParams())
+    assert merge_fragments(infos, [1, 2], ClusterParams(unseen_crossing=1.0)) == [{1, 2}]
