@@ -71,6 +71,11 @@ class BreakdownOptions(_Strict):
     min_confidence: float | None = Field(
         default=None, ge=0, le=1, description="Minimum detection confidence (default: the server's)."
     )
+    screentime_preset: Literal["default", "strict", "broadcast"] | None = Field(
+        default=None,
+        description="How samples become on-screen time (tasks/screentime.py): default = time in the "
+        "picture, strict = only detected samples, broadcast = continuous spans (default: default).",
+    )
 
 
 class ScreentimeOptions(_Strict):
@@ -79,6 +84,11 @@ class ScreentimeOptions(_Strict):
     )
     min_face_px: int | None = Field(
         default=None, ge=8, le=1024, description="Smallest face, in pixels, that counts as on screen."
+    )
+    screentime_preset: Literal["default", "strict", "broadcast"] | None = Field(
+        default=None,
+        description="How samples become on-screen time (tasks/screentime.py): default = time in the "
+        "picture, strict = only detected samples, broadcast = continuous spans (default: default).",
     )
 
 

@@ -70,7 +70,7 @@ def assert_envelope(response: httpx.Response, status: int, code: str) -> dict[st
 def test_a_submitted_job_is_queued_handed_to_the_orchestrator_and_polled_to_completed(
     api_client: httpx.Client, engine: Engine, footage_file: Path, orchestrator: RecordingOrchestrator
 ) -> None:
-    options = {"analysis_fps": 10, "tracker": "botsort", "min_confidence": 0.4}
+    options = {"analysis_fps": 10, "tracker": "botsort", "min_confidence": 0.4, "screentime_preset": "strict"}
     created = api_client.post(
         "/v1/jobs", json=breakdown_job(footage_file, title="Derby day", options=options)
     )
@@ -84,7 +84,12 @@ def test_a_submitted_job_is_queued_handed_to_the_orchestrator_and_polled_to_comp
     assert orchestrator.submitted == [(run.id, "Derby day")]
     assert run.flow_run_id == "flow-1" and run.status == S.queued
     # the flow reads its parameters under their own names (tasks.detect_track.DetectParams)
-    assert run.params == {"analysis_fps": 10.0, "tracker": "botsort", "conf": 0.4}
+    assert run.params == {
+        "analysis_fps": 10.0,
+        "tracker": "botsort",
+        "conf": 0.4,
+        "screentime_preset": "strict",
+    }
 
     seen = []
     for step in (S.processing, S.completed, S.file_ready):
@@ -359,6 +364,11 @@ def test_another_tenants_job_is_not_found(
             {"job": {"type": "breakdown", "sport": "soccer", "videos": [{"url": "https://x.test/a.mp4"}],
                      "options": {"analysis_fps": 0}}},
             "analysis_fps",
+        ),
+        (
+            {"job": {"type": "breakdown", "sport": "soccer", "videos": [{"url": "https://x.test/a.mp4"}],
+                     "options": {"screentime_preset": "tv"}}},
+            "screentime_preset",
         ),
         (
             {"job": {"type": "breakdown", "sport": "soccer", "videos": [{"url": "https://x.test/a.mp4"}]},
