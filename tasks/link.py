@@ -79,6 +79,7 @@ before): q-colours' player 8 screen-time error (default preset) 17.6 % -> under 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -451,17 +452,27 @@ def swap_gain(
     return float("nan")
 
 
-def untangle_tracks(detections: pl.DataFrame, appearance: pl.DataFrame, params: LinkParams) -> pl.DataFrame:
-    """``detections`` with the tracks swapped back where the tracker swapped two crossing players
-    (:func:`untangle`, per angle)."""
+def relabel_per_angle(
+    detections: pl.DataFrame,
+    appearance: pl.DataFrame,
+    relabel: Callable[[pl.DataFrame, np.ndarray], np.ndarray],
+) -> pl.DataFrame:
+    """``detections`` with each angle's tracked rows under the track ids ``relabel(rows, looks)``
+    gives them (``looks``: :func:`row_looks` of those rows)."""
     indexed = detections.with_row_index("_row")
     ids = detections["track_id"].to_list()
     tracked = indexed.filter(pl.col("track_id").is_not_null())
     for (angle,), rows in tracked.partition_by("angle", as_dict=True).items():
         looks = row_looks(rows, appearance.filter(pl.col("angle") == angle))
-        for row, track in zip(rows["_row"].to_list(), untangle(rows, looks, params).tolist(), strict=True):
+        for row, track in zip(rows["_row"].to_list(), relabel(rows, looks).tolist(), strict=True):
             ids[row] = track
     return detections.with_columns(track_id=pl.Series(ids, dtype=detections["track_id"].dtype))
+
+
+def untangle_tracks(detections: pl.DataFrame, appearance: pl.DataFrame, params: LinkParams) -> pl.DataFrame:
+    """``detections`` with the tracks swapped back where the tracker swapped two crossing players
+    (:func:`untangle`, per angle)."""
+    return relabel_per_angle(detections, appearance, lambda rows, looks: untangle(rows, looks, params))
 
 
 def untangle(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams) -> np.ndarray:
@@ -491,17 +502,15 @@ def untangle(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams) -> np
 def split_tracks(detections: pl.DataFrame, appearance: pl.DataFrame, params: LinkParams) -> pl.DataFrame:
     """``detections`` with a track cut, the part after the cut under a new id, where the tracker
     re-found it on someone else (:func:`refound`, per angle)."""
-    indexed = detections.with_row_index("_row")
-    ids = detections["track_id"].to_list()
-    tracked = indexed.filter(pl.col("track_id").is_not_null())
-    next_id = int(tracked["track_id"].to_numpy().max(initial=0)) + 1
-    for (angle,), rows in tracked.partition_by("angle", as_dict=True).items():
-        looks = row_looks(rows, appearance.filter(pl.col("angle") == angle))
+    next_id = int(detections["track_id"].drop_nulls().to_numpy().max(initial=0)) + 1
+
+    def cut(rows: pl.DataFrame, looks: np.ndarray) -> np.ndarray:
+        nonlocal next_id
         new = refound(rows, looks, params, next_id)
         next_id = max(next_id, int(new.max(initial=0)) + 1)
-        for row, track in zip(rows["_row"].to_list(), new.tolist(), strict=True):
-            ids[row] = track
-    return detections.with_columns(track_id=pl.Series(ids, dtype=detections["track_id"].dtype))
+        return new
+
+    return relabel_per_angle(detections, appearance, cut)
 
 
 def refound(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams, next_id: int) -> np.ndarray:
@@ -520,9 +529,7 @@ def refound(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams, next_i
     w = params.look_window_s
 
     def look(rows: np.ndarray) -> np.ndarray | None:
-        seen = looks[rows[clean[rows]]]
-        seen = seen[~np.isnan(seen[:, 0])]
-        return np.median(seen, axis=0) if len(seen) >= params.look_min_rows else None
+        return side_look(looks[rows], clean[rows], params.look_min_rows)
 
     by_track = np.argsort(ids, kind="stable")  # rows of each track, in time order
     bounds = np.flatnonzero(np.diff(ids[by_track])) + 1
