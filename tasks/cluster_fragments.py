@@ -126,7 +126,9 @@ def stretches(
     """Row ranges ``[a, b)`` of a track cut where no row was seen for more than ``gap_s``.
 
     A stretch must have ``min_rows`` rows and a sample in it (else its look is unknown); one that
-    has not is kept with the stretch before it (the first, with the one after).
+    has not is left out (it is more than ``gap_s`` from the rest of the track, so nothing says it
+    is the same player, and glued to a neighbour it would move where that stretch ends or starts).
+    If no stretch can be judged, the track is one stretch.
     """
     cuts = [0, *(np.flatnonzero(np.diff(times) > gap_s) + 1).tolist(), len(times)]
 
@@ -134,13 +136,8 @@ def stretches(
         seen = (sample_times >= times[a] - 1e-6) & (sample_times <= times[b - 1] + 1e-6)
         return b - a >= min_rows and bool(seen.any())
 
-    pieces: list[tuple[int, int]] = []
-    for a, b in pairwise(cuts):
-        if pieces and not (judged(a, b) and judged(*pieces[-1])):
-            pieces[-1] = (pieces[-1][0], b)
-        else:
-            pieces.append((a, b))
-    return pieces
+    pieces = [(a, b) for a, b in pairwise(cuts) if judged(a, b)]
+    return pieces or [(0, len(times))]
 
 
 def team_switch(
@@ -174,16 +171,24 @@ def _winners(chains: list[set[int]], owner: dict[int, int], infos: dict[int, Tra
     return {t: k for t, (_, k) in best.items()}
 
 
-def unclaimed_cuts(chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]) -> set[int]:
+def unclaimed_cuts(
+    chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo], params: ClusterParams
+) -> set[int]:
     """Tracks cut in stretches where a stretch that does not go with the track was chained to no
-    other track: nothing says it is someone else, so the track is better chained whole."""
+    other track: nothing says it is someone else, so the track is better chained whole. A stretch
+    that lies on the path of the chain its track goes with (median within ``shadow_track_distance``
+    box heights, see :func:`path_distance`) is a second box on that chain's player: it confirms the
+    cut."""
     winner = _winners(chains, owner, infos)
     doubtful: set[int] = set()
     for k, chain in enumerate(chains):
         owners = {owner[s] for s in chain}
         if len(owners) == 1 and any(owner[s] != s for s in chain):
             (t,) = owners
-            if winner[t] != k:
+            if winner[t] == k:
+                continue
+            on_own_chain = path_distance(chain, chains[winner[t]], infos, params.shadow_window_s)
+            if on_own_chain > params.shadow_track_distance:
                 doubtful.add(t)
     return doubtful
 
@@ -253,6 +258,35 @@ def shadow_distance(shadow: Identity, host: Identity, infos: dict[int, TrackInfo
     height = np.maximum(1.0, (mine[:, None, 3] + theirs[None, :, 3]) / 2)
     per_row = np.where(near, feet / height, np.inf).min(axis=1)
     return float(np.median(per_row))
+
+
+def path_distance(shadow: set[int], host: set[int], infos: dict[int, TrackInfo], window_s: float) -> float:
+    """Median over ``shadow``'s rows of the distance (box heights, foot to foot) to where ``host``'s
+    nearest track is at that moment: its path read between the rows on either side (within
+    ``window_s``), so a fast run seen on alternate frames by two boxes is not taken for a gap
+    between them (infinite where the host is not seen)."""
+    mine = np.concatenate([infos[t].path for t in shadow])
+    angles = {infos[t].angle for t in shadow}
+    best = np.full(len(mine), np.inf)
+    for h in host:
+        path = infos[h].path
+        if infos[h].angle not in angles or len(path) == 0:
+            continue
+        after = np.clip(np.searchsorted(path[:, 0], mine[:, 0]), 1, max(1, len(path) - 1))
+        before = after - 1
+        if len(path) == 1:
+            after = before
+        t0, t1 = path[before, 0], path[after, 0]
+        span = np.maximum(t1 - t0, 1e-9)
+        w = np.clip((mine[:, 0] - t0) / span, 0.0, 1.0)[:, None]
+        at = path[before, 1:] * (1 - w) + path[after, 1:] * w
+        nearest = np.minimum(np.abs(mine[:, 0] - t0), np.abs(mine[:, 0] - t1))
+        inside = (mine[:, 0] >= t0 - 1e-6) & (mine[:, 0] <= t1 + 1e-6) & (t1 - t0 <= 2 * window_s + 1e-6)
+        near = inside | (nearest <= window_s + 1e-6)
+        feet = np.hypot(mine[:, 1] - at[:, 0], mine[:, 2] - at[:, 1])
+        height = np.maximum(1.0, (mine[:, 3] + at[:, 2]) / 2)
+        best = np.minimum(best, np.where(near, feet / height, np.inf))
+    return float(np.median(best))
 
 
 def track_shadows(

@@ -576,3 +576,33 @@ def test_a_player_does_not_cross_most_of_the_picture_unseen() -> None:
     infos[3] = info(15.6, 19.8, 1230, 900)
     assert {1, 3} in merge_fragments(infos, [1, 2, 3], ClusterParams())
     assert merge_fragments(infos, [1, 2], ClusterParams(unseen_crossing=1.0)) == [{1, 2}]
+
+
+def test_a_stray_row_and_a_second_box_on_the_same_player_do_not_split_him() -> None:
+    # seed+100 q-sparse-static: track 4 holds player 0 for 2.6 s, then one row (no sample) on a
+    # team-mate 3 s later, then a second box on player 0 while track 9 holds him too; track 12 is
+    # player 0 again later
+    duplicate = _Game(
+        [
+            (4, RED, 0, 0, 2.6, 300),
+            (4, RED, 1, 5.8, 6.0, 600),  # the stray row, on team-mate 1
+            (4, RED, 3, 7.2, 9.0, 305),  # a second box on player 0 (its look off: two people in it)
+            (9, RED, 0, 3.6, 8.8, 310),
+            (12, RED, 0, 13, 19.8, 320),
+            (1, RED, 1, 0, 19.8, 600),
+            (3, BLUE, 2, 0, 19.8, 900),
+        ]
+    )
+    groups = sorted(sorted(ts) for ts in duplicate.identities()["track_ids"].to_list())
+    # glued to the first stretch, the stray row would make it overlap track 9 (no link: [4], [9, 12]);
+    # taken for a sign the cut is wrong, the second box would get track 4 chained whole ([4, 12], [9])
+    assert groups == [[1], [3], [4, 9, 12]]
+
+
+def test_a_stretch_too_small_to_judge_is_left_out_of_the_chaining() -> None:
+    from tasks.cluster_fragments import stretches
+
+    times = np.array([0.0, 0.2, 0.4, 0.6, 3.6, 5.2, 5.4, 5.6, 5.8])
+    samples = np.array([0.0, 0.4, 5.2, 5.6])
+    assert stretches(times, samples, 1.0, 3) == [(0, 4), (5, 9)]  # the lone row at 3.6 s is in neither
+    assert stretches(times[4:5], samples, 1.0, 3) == [(0, 1)]  # nothing to judge: one stretch
