@@ -64,6 +64,9 @@ class ClusterParams(BaseModel):
     look_noise: float = Field(
         default=20.0, ge=0, description="Games: one sample's look spread; few samples count less."
     )
+    max_stature: float = Field(
+        default=20.0, description="Games: a track this much taller than those around it holds two people."
+    )
     stature_weight: float = Field(default=1.5, ge=0, description="Games: cost per percent of stature.")
     gap_cost_per_s: float = Field(default=0.5, ge=0, description="Games: cost per second of gap.")
     face_distance: float = Field(default=0.5, gt=0, description="Episodes: average-linkage cut (Euclidean).")

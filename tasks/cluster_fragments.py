@@ -345,6 +345,34 @@ def absorb_shadows(
     return kept
 
 
+def stand_on_players(
+    identities: list[Identity],
+    tall: Sequence[int],
+    team_of: dict[int, str | None],
+    confidence: dict[int, float],
+    infos: dict[int, TrackInfo],
+    params: ClusterParams,
+) -> list[Identity]:
+    """Give each *two-person* track (far taller than the people around it: one box over two
+    players, one standing behind the other, left out of the chaining) to the team-mate identity on
+    whose feet it stands — its rows' feet (median) within ``shadow_distance`` box heights of that
+    identity's boxes seen within ``shadow_window_s`` — the nearest such; with none, it is a player
+    identity of its own."""
+    for t in tall:
+        me = Identity("player", {t}, team=team_of[t], confidence=confidence.get(t, 0.5))
+        near = [
+            (shadow_distance(me, d, infos, params.shadow_window_s), i)
+            for i, d in enumerate(identities)
+            if d.kind == "player" and d.team == me.team
+        ]
+        best = min(near, default=(float("inf"), -1))
+        if best[0] <= params.shadow_distance:
+            identities[best[1]].tracks.add(t)
+        else:
+            identities.append(me)
+    return identities
+
+
 def jump_heights(a: TrackInfo, b: TrackInfo) -> float:
     height = max(1.0, (a.last_box[3] - a.last_box[1] + b.first_box[3] - b.first_box[1]) / 2)
     ca = np.array([(a.last_box[0] + a.last_box[2]) / 2, a.last_box[3]])

@@ -128,6 +128,20 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   heights away, and they are another player's (q-colours), so the figures are the same for
   0.2-0.7 (q-sparse-static: screen-time error 6.6 % -> 6.2 %, IDF1 0.944 -> 0.950; q-default
   4.5 % -> 4.4 %; the others unchanged).
+* *Two people in one box.* A box far taller than the people around it — stature over ``max_stature``
+  = +20 % (one player's fragments agree within ~2 %, players differ by up to ±7 %) — spans two
+  players, one standing behind the other; its look is a mix of both, so chained by it the box makes
+  a player of its own (the shadow rules miss it when it is 10+ rows long or its players' own tracks
+  are short). Such a track is left out of the chaining and joins the team-mate identity on whose
+  feet it stands (median within ``shadow_distance`` box heights, as a shadow), or is a player of its
+  own if there is none. On the three quality sets 28 tracks (3-13 rows) are over +20 %, most of
+  their rows matched to no true person; every one stands within 0.51 heights of a team-mate
+  identity. On seed+100 q-dense a 6-row box over two team-mates at the picture's edge was a 17th
+  player for 15 (now 16, identity IDF1 0.930 -> 0.933); on seed+200 q-colours a 13-row one was a
+  16th for 15 (now 15, IDF1 0.969 -> 0.975); on the tuned q-default screen-time error mean 1.64 % ->
+  1.57 % (players over 3 % 5 -> 4, IDF1 0.966 -> 0.965). The figures are the same for 12-25 %; at
+  30 % the q-dense box (+26 %) is missed. Made ``other`` instead, the boxes' rows are lost to their
+  players (IDF1 -0.003 to -0.012 on nine clips, team accuracy 0.996 -> 0.994 on seed+200).
 * *Tiny tracks* join the identity they continue within ``tiny_gap_s`` at a plausible distance, or
   become ``other`` identities (flickers, false detections).
 """
@@ -152,6 +166,7 @@ from tasks.cluster_fragments import (
     attach_tiny,
     merge_fragments,
     regroup,
+    stand_on_players,
     stretches,
     team_switch,
     track_shadows,
@@ -476,12 +491,16 @@ def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: Cluster
         for t, rows in zip(track_ids, rows_of, strict=True)
     }
 
+    two_people = {
+        t for t, kit in team_of.items() if kit is not None and heights.get(t, 0.0) > params.max_stature
+    }
+
     def chain(whole: set[int]) -> tuple[dict[int, TrackInfo], dict[int, int], list[set[int]], list[str]]:
         pieces, owner, piece_team = split_stretches(infos, team_of, samples, params, max(infos) + 1, whole)
         chains: list[set[int]] = []
         chain_team: list[str] = []
         for team in centres:
-            mine = [p for p, k in piece_team.items() if k == team]
+            mine = [p for p, k in piece_team.items() if k == team and owner[p] not in two_people]
             shadows = track_shadows(pieces, mine, params)
             for links in merge_fragments(pieces, [p for p in mine if p not in shadows], params):
                 chains.append(links | {s for s, host in shadows.items() if host in links})
@@ -496,4 +515,5 @@ def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: Cluster
         conf = float(np.mean([confidence[t] for t in members]))
         identities.append(Identity("player", members, team=chain_team[k], confidence=conf))
     identities = absorb_shadows(identities, infos, params)
+    identities = stand_on_players(identities, sorted(two_people), team_of, confidence, infos, params)
     return attach_tiny(identities + extra, sorted(tiny, key=lambda t: infos[t].start), infos, params)

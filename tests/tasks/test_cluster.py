@@ -606,3 +606,27 @@ def test_a_stretch_too_small_to_judge_is_left_out_of_the_chaining() -> None:
     samples = np.array([0.0, 0.4, 5.2, 5.6])
     assert stretches(times, samples, 1.0, 3) == [(0, 4), (5, 9)]  # the lone row at 3.6 s is in neither
     assert stretches(times[4:5], samples, 1.0, 3) == [(0, 1)]  # nothing to judge: one stretch
+
+
+def test_a_box_over_two_people_goes_to_the_player_it_stands_on() -> None:
+    # seed+100 q-dense: a box spanned two team-mates, one standing behind the other (26 % taller
+    # than the people around it, its look a mix of both); too long for a shadow, it was a player
+    # of its own
+    tall = _Game(
+        [
+            (1, RED, 0, 0, 10, 100),
+            (2, RED, 1, 0, 10, 400),
+            (3, RED, 2, 0, 10, 700),
+            (4, BLUE, 3, 0, 10, 900),
+            (5, BLUE, 2, 0, 10, 1050),
+            (6, BLUE, 1, 0, 10, 1200),
+            (9, RED, 3, 2, 4, 104),  # 10 rows, on player 0's feet
+        ]
+    )
+    tall.tracks = tall.tracks.with_columns(
+        y1=pl.when(pl.col("track_id") == 9).then(pl.col("y1") - 60).otherwise(pl.col("y1"))
+    )
+    groups = sorted(sorted(ts) for ts in tall.identities()["track_ids"].to_list())
+    assert groups == [[1, 9], [2], [3], [4], [5], [6]]
+    alone = tall.identities(params=ClusterParams(max_stature=1e3))["track_ids"].to_list()
+    assert sorted(sorted(ts) for ts in alone) == [[1], [2], [3], [4], [5], [6], [9]]
