@@ -5,8 +5,11 @@ Accepted tokens:
 * **HS256**, signed with ``settings.api.jwt_secret`` (a secret shared with the token issuer);
 * **RS256**, verified with ``settings.api.jwt_public_key_file``: either a PEM public key, or a JWKS
   document (``{"keys": [...]}``; the token's ``kid`` header picks the key, and a JWKS holding a single
-  key also verifies tokens without ``kid``). The file is read once, when the app is built: restart the
-  API after rotating keys (or publish the new key in the JWKS before tokens use it).
+  key also verifies tokens without ``kid``). The file is read when the app is built, and again whenever
+  it has changed (its size, modification time or inode, checked on every RS256 token): rotating keys
+  is replacing the file, no restart. Publish a new key before tokens use it, and replace the file
+  atomically (write a temporary file, rename it over). A replacement that cannot be read as keys is
+  logged and ignored: the keys read last stay in force, so a bad deploy of the file locks nobody out.
 
 Every token must carry ``exp`` (checked, with ``settings.api.jwt_leeway_s`` of clock skew) and ``iss``
 equal to ``settings.api.jwt_issuer``; ``nbf`` and ``iat`` are checked when present. The tenant is the
@@ -22,6 +25,8 @@ opening an empty tenant where the client's events seem to have vanished.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +39,8 @@ from jwt.algorithms import RSAAlgorithm
 from infra.errors import Unauthorized
 from infra.settings import ApiSettings
 from storage.repo import TENANT_ID_RE
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,21 +80,57 @@ def _load_public_keys(path: str) -> tuple[RSAPublicKey | None, dict[str, Any]]:
     return None, by_kid
 
 
+def _file_stamp(path: str) -> tuple[int, int, int] | None:
+    """What tells a replaced or rewritten file from the one read before (None: it cannot be read)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 class JwtVerifier:
-    """Verifies tokens against one :class:`ApiSettings`; build once per app (it reads the key file)."""
+    """Verifies tokens against one :class:`ApiSettings`; build once per app (it reads the key file,
+    and reads it again when it changes: see the module docstring)."""
 
     def __init__(self, settings: ApiSettings) -> None:
         self.settings = settings
         self._pem_key: RSAPublicKey | None = None
         self._jwks: dict[str, Any] = {}
+        self._stamp: tuple[int, int, int] | None = None
+        self._lock = threading.Lock()
         if settings.jwt_public_key_file:
+            self._stamp = _file_stamp(settings.jwt_public_key_file)
             self._pem_key, self._jwks = _load_public_keys(settings.jwt_public_key_file)
+
+    def _refresh_keys(self) -> None:
+        """Read the key file again if it changed since it was last read; keep the old keys if the
+        new file is not a usable key (logged)."""
+        path = self.settings.jwt_public_key_file
+        if not path:
+            return
+        stamp = _file_stamp(path)
+        if stamp is None or stamp == self._stamp:
+            return
+        with self._lock:
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp  # a bad file is reported once, not on every token
+            try:
+                self._pem_key, self._jwks = _load_public_keys(path)
+            except (OSError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+                log.warning(
+                    "JWT key file %s changed but is unusable, keeping the previous keys: %s", path, exc
+                )
+            else:
+                log.info("JWT key file %s read again (%d JWKS keys)", path, len(self._jwks))
 
     def _key_for(self, header: dict[str, Any]) -> tuple[Any, str]:
         algorithm = header.get("alg")
         if algorithm == "HS256":
             return self.settings.jwt_secret, "HS256"
         if algorithm == "RS256":
+            self._refresh_keys()
             if self._pem_key is not None:
                 return self._pem_key, "RS256"
             kid = header.get("kid")

@@ -182,7 +182,7 @@ class ApiSettings(BaseModel):
     )
     jwt_secret: str = Field(default=DEV_SECRET, description="HS256 secret for breakdown-runs JWTs.")
     jwt_public_key_file: str | None = Field(
-        default=None, description="PEM public key or JWKS file for RS256 JWTs."
+        default=None, description="PEM public key or JWKS file for RS256 JWTs (read again when it changes)."
     )
     jwt_issuer: str = Field(default="filmroom", description="Required `iss` claim of JWTs.")
     jwt_tenant_claim: str = Field(default="tenant", description="JWT claim that names the tenant.")

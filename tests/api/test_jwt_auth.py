@@ -201,6 +201,47 @@ def test_a_one_key_jwks_verifies_tokens_without_kid(
     assert get(server, jwt.encode(claims(server.settings), key, "RS256")).status_code == 200
 
 
+def jwks_of(keys: dict[str, rsa.RSAPrivateKey]) -> str:
+    return json.dumps(
+        {"keys": [{**json.loads(RSAAlgorithm.to_jwk(k.public_key())), "kid": kid} for kid, k in keys.items()]}
+    )
+
+
+def replace_atomically(path: Path, text: str) -> None:
+    """How a key file is rotated: a new file renamed over the old one."""
+    staged = path.with_suffix(".new")
+    staged.write_text(text)
+    staged.replace(path)
+
+
+def test_a_rotated_jwks_file_is_read_again_without_a_restart(
+    api_server_factory: ApiServerFactory, api_settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    old, new = new_key(), new_key()
+    path = tmp_path / "jwks.json"
+    path.write_text(jwks_of({"old": old}))
+    server = rs256_server(api_server_factory, api_settings, engine, path)
+
+    def token(key: rsa.RSAPrivateKey, kid: str) -> str:
+        return jwt.encode(claims(server.settings), key, "RS256", headers={"kid": kid})
+
+    assert get(server, token(old, "old")).status_code == 200
+    refused(get(server, token(new, "new")), "kid")  # not published yet
+
+    replace_atomically(path, jwks_of({"old": old, "new": new}))  # publish the new key
+    assert get(server, token(new, "new")).status_code == 200
+    assert get(server, token(old, "old")).status_code == 200
+
+    replace_atomically(path, "{not json")  # a bad deploy of the file: the keys read last stay
+    assert get(server, token(new, "new")).status_code == 200
+    path.unlink()
+    assert get(server, token(old, "old")).status_code == 200
+
+    replace_atomically(path, jwks_of({"new": new}))  # retire the old key
+    refused(get(server, token(old, "old")), "kid")
+    assert get(server, token(new, "new")).status_code == 200
+
+
 @pytest.mark.parametrize(
     "content",
     [
