@@ -86,21 +86,27 @@ undone: a track's look after a crossing is taken over the next seconds, which ma
 (the same clip at 5.6-7.0 s: 19's track took 18's box where 18's track ended, then crossed two
 team-mates and their tracks swapped too; the look after the first crossing was a third player's).
 So the crossings of the tracks a swap changed are judged again, ``untangle_passes`` times at most.
-And the tracker swaps players whose boxes overlap by 0.2-0.3 (+100 q-colours at 7.2 s), so
-``cross_iou`` is 0.2 (was 0.3). Measured on the quality set, +100 and +200 (the tracker's raw output
+A crossing with a ghost is undone from where the ghost's track was lost (the other track holds its
+player from then on), not from its middle.
+And the tracker swaps players whose boxes overlap by less than 0.3 (+100 q-colours at 7.2 s), so
+``cross_iou`` is 0.25 (was 0.3): 0.2-0.25 gave the figures below; 0.28-0.3 missed that swap, 0.15-0.18
+made a wrong one (+200 q-default at 5.4 s, where the after-look already held the later swap: back to
+1.77 % / 30.7 %). Measured on the quality set, +100 and +200 (the tracker's raw output
 re-linked; tracks IDF1, identity IDF1, screen-time error per player mean / max under the default
 preset, players over 3 %):
 
-* +200: 0.874, 0.935, 1.96 % / 32.3 %, 6 -> 0.892, 0.955, 1.32 % / 8.2 %, 4 (q-default's 19
-  +32.3 % and 18 -11.7 % -> under 3 %); ghosts alone (``cross_iou`` 0.3) 0.880, 0.936, 1.77 % /
-  30.7 %, 5; passes alone 0.886, 0.948, 1.60 % / 11.7 %, 6;
-* +100: tracks IDF1 0.813 -> 0.827, identity IDF1 0.932 -> 0.946 (``cross_iou`` 0.2), screen time
-  unchanged (1.98 % / 19.6 %, 10); the quality set: tracks MOTA 0.906 -> 0.907, the rest unchanged
-  (0.958, 1.57 % / 16.3 %, 4); chunked IDF1 follows the one-piece figures on all three;
+* +200: 0.874, 0.935, 1.96 % / 32.3 %, 6 -> 0.892, 0.955, 1.33 % / 8.2 %, 4 (q-default's 19
+  +32.3 % and 18 -11.7 % -> under 3 %); ghosts alone (one pass) 0.879, 0.936, 1.77 % / 30.7 %, 5;
+  passes alone (no ghosts) 0.886, 0.948, 1.60 % / 11.7 %, 6; ``ghost_s`` 0.3 the same, 1.0 back to
+  1.77 % / 30.7 % (a ghost held on too long crosses players who only pass by); 2 passes as 3;
+* +100: tracks IDF1 0.813 -> 0.827, identity IDF1 0.932 -> 0.946 (``cross_iou`` and ghosts: the
+  q-colours swap), screen time unchanged (1.98 % / 19.6 %, 10); the quality set: tracks MOTA 0.906
+  -> 0.907, the rest unchanged (0.958, 1.57 % / 16.3 %, 4); chunked IDF1 follows the one-piece
+  figures on all three;
 * every swap made on the three sets is right by the truth (16; gains 6.5-25.4 ΔE); crossings the
   tracker had kept gained at most 2.5 by a swap;
-* cost on 10 min of footage (a clip's raw output tiled 30 times): untangle 0.4 -> 0.65 s (1258
-  crossings judged instead of 450), link_tracks 2.0-2.3 -> 2.2-2.5 s (CPU time, shared machine).
+* cost on 10 min of footage (a clip's raw output tiled 30 times): untangle 0.4 -> 0.55 s (959
+  crossing judgements instead of 450), link_tracks 2.0-2.3 -> 2.2-2.5 s (CPU time, shared machine).
 """
 
 from __future__ import annotations
@@ -131,7 +137,7 @@ class LinkParams:
     min_common_tracks: int = 3  # pan: the other tracks a camera shift is measured on
     pan: bool = False  # measured worse (module docstring)
     margin: float = 0.2
-    cross_iou: float = 0.2  # two boxes overlapping this much: the players cross (the tracker may swap them)
+    cross_iou: float = 0.25  # two boxes overlapping this much: the players cross (the tracker may swap them)
     crossing_gap_s: float = 1.0  # overlaps of one pair closer than this in time are one crossing
     clean_iou: float = 0.1  # a box overlapping another less than this shows one player's colours
     look_window_s: float = 3.0  # rows compared on each side of a crossing or a gap
@@ -402,12 +408,20 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Crossing:
-    """Two tracks whose boxes overlapped by ``cross_iou`` or more from ``start_s`` to ``end_s``; the
-    rows of each at the last such frame (their ids there are the tracks' current ids)."""
+    """Two tracks whose boxes overlapped by ``cross_iou`` or more from ``start_s`` to ``end_s`` (or
+    one's ghost and the other, :func:`ghost_hits`); the rows of each at the last such frame (their ids
+    there are the tracks' current ids)."""
 
     start_s: float
     end_s: float
     rows: tuple[int, int]
+    lost_s: float = float("inf")  # with a ghost: when its track was last seen
+
+    @property
+    def cut_s(self) -> float:
+        """Where a swap is undone: the middle of the crossing, or where a ghost's track was lost
+        (the other track was on its player from then on)."""
+        return min((self.start_s + self.end_s) / 2, self.lost_s)
 
 
 def crossings(
@@ -436,12 +450,15 @@ def crossings(
     for t, start, a, b in sorted(hits):
         pair = (int(min(ids[a], ids[b])), int(max(ids[a], ids[b])))
         runs = episodes.setdefault(pair, [])
+        lost = start if start < t else np.inf  # a ghost's hit: its track was last seen at start
         if runs and start - float(runs[-1][1]) <= params.crossing_gap_s:
-            runs[-1][1:] = [max(t, float(runs[-1][1])), a, b]
+            runs[-1][1:] = [max(t, float(runs[-1][1])), a, b, min(lost, float(runs[-1][4]))]
         else:
-            runs.append([start, t, a, b])
+            runs.append([start, t, a, b, lost])
     found = [
-        Crossing(float(r[0]), float(r[1]), (int(r[2]), int(r[3]))) for runs in episodes.values() for r in runs
+        Crossing(float(r[0]), float(r[1]), (int(r[2]), int(r[3])), float(r[4]))
+        for runs in episodes.values()
+        for r in runs
     ]
     return sorted(found, key=lambda c: (c.end_s, c.start_s)), crowd
 
@@ -578,7 +595,7 @@ def untangle(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams) -> np
             gain = swap_gain(ids, times, looks, clean, crossing, params)
             if not gain > params.swap_margin:
                 continue
-            cut = (crossing.start_s + crossing.end_s) / 2
+            cut = crossing.cut_s
             tail_a, tail_b = (ids == a) & (times > cut), (ids == b) & (times > cut)
             ids[tail_a], ids[tail_b] = b, a
             swapped |= {a, b}
