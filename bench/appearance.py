@@ -4,7 +4,7 @@ The old implementation (kept here only as the reference) converted each sampled 
 with swscale (``frame.to_ndarray(format="bgr24")``) and computed each box's vector with per-band numpy
 calls; kit features converted each band to CIELAB on its own. The new one reads the decoder's YUV
 planes, converts only the bands' pixels and computes every box of a frame at once
-(:mod:`tasks.embed`, :func:`tasks.detect_track.kit_features`).
+(:mod:`tasks.appearance`, :func:`tasks.detect_track.kit_features`).
 
 Both run on the same decoded frames and the same detector boxes, best of ``--repeat`` passes of
 CPU time (core-seconds: the machine may be busy with other work); it prints ms per analysed frame,
@@ -27,20 +27,20 @@ import cv2
 import numpy as np
 
 from infra.synth import GameSpec, render_game
-from tasks.detect_track import DetectParams, detect_track_chunk, frame_stride, kit_features, model_size
-from tasks.detector import ensure_offline
-from tasks.embed import (
+from tasks.appearance import (
     _BANDS,
     APPEARANCE_DIM,
     APPEARANCE_LAYOUT,
     BANDS,
     HIST_BINS,
     PitchColour,
-    _clip,
     appearance_image,
     appearance_vectors,
+    clip_box,
     grass_mask,
 )
+from tasks.detect_track import DetectParams, detect_track_chunk, frame_stride, kit_features, model_size
+from tasks.detector import ensure_offline
 from tasks.ingest import Chunk
 
 Box = tuple[float, float, float, float]
@@ -100,7 +100,7 @@ def old_appearance_vectors(image_bgr: np.ndarray, boxes: Iterable[Box]) -> list[
     pitch = old_pitch_colour(image_bgr)
     out: list[np.ndarray | None] = []
     for box in boxes:
-        x1, y1, x2, y2 = _clip(*box, w, h)
+        x1, y1, x2, y2 = clip_box(*box, w, h)
         ok = x2 - x1 >= 4 and y2 - y1 >= 8
         out.append(old_appearance_vector(image_bgr[y1:y2, x1:x2], pitch) if ok else None)
     return out

@@ -45,12 +45,12 @@ from tasks.embed import (
     embed_frames,
     embed_from_appearance,
     embed_video,
-    face_resnet,
     iter_frames,
     select_samples,
 )
 from tasks.episode_track import EpisodeTrackParams, episode_track_chunk
 from tasks.export import EventOut, RunOut, build_breakdown, export_breakdown
+from tasks.faces import face_resnet
 from tasks.ingest import Chunk, probe_video
 from tasks.screentime import compute_screentime, screentime_csv
 from tasks.stitch import stitch, tracks_table

@@ -153,6 +153,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from tasks.appearance import APPEARANCE_LAYOUT
 from tasks.cluster_base import (
     ClusterParams,
     Identity,
@@ -172,7 +173,6 @@ from tasks.cluster_fragments import (
     track_shadows,
     unclaimed_cuts,
 )
-from tasks.embed import APPEARANCE_LAYOUT
 
 LOOK_BANDS = ("torso", "skin", "hair", "shorts")  # kit, then what tells team-mates apart
 

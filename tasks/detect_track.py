@@ -22,10 +22,10 @@ from pydantic import BaseModel, Field
 
 from storage.artifacts import ArtifactRef, RunRef
 from storage.schemas import polars_schema
+from tasks.appearance import YuvPlanes, appearance_image, appearance_vectors, rect_pixels, warm_appearance
 from tasks.common import retry_transient, store
 from tasks.decoding import FrameGrid, decode_wanted
 from tasks.detector import FrameBoxes, detect_batch, load_model
-from tasks.embed import YuvPlanes, appearance_image, appearance_vectors, rect_pixels, warm_appearance
 from tasks.ingest import Chunk
 from tasks.tracker import make_tracker
 

@@ -35,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 from storage.artifacts import ArtifactRef, RunRef
 from tasks.common import retry_transient, store
 from tasks.detect_track import DETECTION_COLUMNS, frame_stride
-from tasks.embed import detect_faces
+from tasks.faces import detect_faces
 from tasks.ingest import Chunk
 
 HOG_WINDOW_PX = 80  # dlib's frontal detector finds faces of about this size and larger

@@ -118,7 +118,7 @@ import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
-from tasks.embed import APPEARANCE_LAYOUT
+from tasks.appearance import APPEARANCE_LAYOUT
 
 APPEARANCE_KEY = ("angle", "frame", "x1", "y1", "x2", "y2")
 KIT = slice(0, 6)  # torso and shorts CIELAB medians in embed's appearance vector (APPEARANCE_LAYOUT)

@@ -18,6 +18,7 @@ from storage.artifacts import ArtifactStore, RunRef
 from storage.models import CorrectionKind, EventKind
 from storage.repo import create_correction, create_event, create_run, create_tenant, list_corrections
 from storage.schemas import validate_table
+from tasks.appearance import APPEARANCE_DIM, APPEARANCE_LAYOUT
 from tasks.cluster import (
     ClusterParams,
     CorrectionIn,
@@ -28,7 +29,6 @@ from tasks.cluster import (
     map_tracks,
 )
 from tasks.detect_track import DetectParams
-from tasks.embed import APPEARANCE_DIM, APPEARANCE_LAYOUT
 from tasks.quality import identities_of, label_tracks, track_whole
 from tasks.screentime import compute_screentime
 from tests.fixtures.identities import (

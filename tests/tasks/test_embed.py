@@ -13,28 +13,29 @@ import pytest
 from infra.synth import SynthClip
 from storage.artifacts import ArtifactStore, RunRef
 from storage.schemas import validate_table
-from tasks.common import as_frame
-from tasks.detect_track import DetectParams, detect_track_task
-from tasks.embed import (
+from tasks.appearance import (
     APPEARANCE_DIM,
     APPEARANCE_LAYOUT,
-    FACE_DIM,
-    EmbedParams,
     YuvPlanes,
     appearance_image,
     appearance_vector,
     appearance_vectors,
+    grass_mask,
+    pitch_colour,
+)
+from tasks.common import as_frame
+from tasks.detect_track import DetectParams, detect_track_task
+from tasks.embed import (
+    EmbedParams,
     decoded_frames,
     embed_from_appearance,
     embed_task,
     embed_video,
-    face_descriptors,
-    grass_mask,
     iter_frames,
-    pitch_colour,
     read_appearance,
     select_samples,
 )
+from tasks.faces import FACE_DIM, face_descriptors
 from tasks.ingest import plan_chunks, probe_video
 from tasks.stitch import stitch_task
 from tests.fixtures.identities import EpisodeCase, GameCase

@@ -12,8 +12,9 @@ import pytest
 from infra.errors import ExportFailed, NotAGame, WrongVideo
 from storage.artifacts import ArtifactStore, RunRef
 from storage.schemas import SCHEMAS, Table
+from tasks.appearance import APPEARANCE_MODEL
 from tasks.cluster import ClusterParams, cluster_task
-from tasks.embed import APPEARANCE_MODEL, EmbedParams, collect_embeddings_task, embed_task
+from tasks.embed import EmbedParams, collect_embeddings_task, embed_task
 from tasks.export import (
     BREAKDOWN_SCHEMA_VERSION,
     Breakdown,

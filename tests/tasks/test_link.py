@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import polars as pl
 
 from storage.schemas import polars_schema
+from tasks.appearance import APPEARANCE_DIM
 from tasks.detect_track import DETECTION_COLUMNS
-from tasks.embed import APPEARANCE_DIM
 from tasks.ingest import Chunk
 from tasks.link import LinkParams, claim_starts, link_tracks
 from tasks.stitch import stitch
@@ -146,7 +146,7 @@ def test_a_track_claims_the_untracked_detection_it_was_born_from() -> None:
     assert claim_starts(shifted)["track_id"].to_list()[1] is None
 
 
-# two team-mates: one kit, told apart by skin and hair (embed's APPEARANCE_LAYOUT: skin, then hair)
+# two team-mates: one kit, told apart by skin and hair (APPEARANCE_LAYOUT: skin, then hair)
 PALE = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0, 75.0, 10.0, 20.0, 25.0, 5.0, 10.0)
 DARK = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0, 35.0, 15.0, 25.0, 60.0, 10.0, 30.0)
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 import polars as pl
 
 from storage.schemas import polars_schema
+from tasks.appearance import APPEARANCE_DIM
 from tasks.detect_track import DETECTION_COLUMNS
-from tasks.embed import APPEARANCE_DIM
 from tasks.link import LinkParams, link_tracks
 from tests.fixtures.tables import detection_rows
 
