@@ -128,7 +128,7 @@ KIT = slice(0, 6)  # torso and shorts CIELAB medians in embed's appearance vecto
 class LinkParams:
     """Thresholds of the linking step (see the module docstring for what each measured)."""
 
-    max_gap_s: float = 4.5  # the tracker keeps a lost track 5 s (DetectParams.track_buffer_s)
+    max_gap_s: float = 4.5  # longer than the tracker keeps a lost track (DetectParams.track_buffer_s, 2.5 s)
     slack_heights: float = 0.8
     speed_heights_s: float = 0.6
     max_log_height_ratio: float = 0.35
