@@ -12,8 +12,8 @@ summed-IoU assignment.
 
 Then :func:`tasks.link.link_tracks` joins a player's fragments across short gaps (a track that ends
 and one that starts a moment later, near enough and in the same kit), when detect_track's
-appearance parts are there to tell the kits apart, and every track claims the untracked detection
-it was born from (:func:`tasks.link.claim_starts`).
+appearance parts are there to tell the kits apart, and every *stretch* of a track claims the
+untracked detections it grew from (:func:`claim_stretch_starts`).
 """
 
 from __future__ import annotations
@@ -90,13 +90,74 @@ def stitch(
 
     With the chunks' ``appearance`` parts (games), fragments of one player are linked
     (:func:`tasks.link.link_tracks`, unless ``link`` is None) and each track then claims the
-    detection it was born from (:func:`tasks.link.claim_starts`).
+    detections it grew from (:func:`claim_stretch_starts`).
     """
     merged = merge_chunks(chunks, per_chunk)
     if not appearance or merged.is_empty():
         return merged
     linked = merged if link is None else link_tracks(merged, pl.concat(appearance), link)
-    return claim_starts(linked).sort("angle", "frame", "track_id", nulls_last=True)
+    return claim_stretch_starts(linked).sort("angle", "frame", "track_id", nulls_last=True)
+
+
+CLAIM_PASSES = 5  # analysed frames a stretch may grow back by (1 s at 5 fps)
+
+
+def claim_stretch_starts(tracked: pl.DataFrame, passes: int = CLAIM_PASSES) -> pl.DataFrame:
+    """:func:`tasks.link.claim_starts` for every *stretch* of a track (its rows with no analysed frame
+    missing between them), repeated up to ``passes`` times, so each stretch grows back over the
+    untracked detections it came from, one analysed frame a pass.
+
+    The tracker reports a track only on the frames where it matched a detection: the detection that
+    started it (a track is confirmed on its second), the weaker ones before that (a track starts only
+    on a confident box, 0.6), and the detections of a player it had lost and re-found a frame later
+    (the association gate missed them) stay without a track id, so a player is missed where the
+    detector saw him. A stretch's first row claims the untracked detection of the analysed frame
+    before it that sits where the stretch starts (:func:`tasks.link.claim_starts`' gate), one-to-one;
+    the next pass starts from the claimed row. Measured on ``bench/tracking_quality.py``'s three clip
+    sets (tuned / seeds + 100 / + 200), tracks and embeddings made afresh: of ~180 missed player
+    samples per set, ~120 had an untracked detection on the player, 40-55 % of them just before a
+    stretch starts (the rest mostly inside gaps, which screen time's hold already counts); track MOTA
+    0.907 / 0.896 / 0.906 -> 0.916 / 0.901 / 0.913, identity IDF1 0.957 / 0.946 / 0.955 -> 0.962 /
+    0.949 / 0.959, screen-time error per player under ``strict`` 4.58 / 4.02 / 3.63 % -> 3.33 / 3.01 /
+    2.90 %. Claiming forward from stretches' ends as well (the same function on the reversed clock)
+    measured the same alone, but together with the backward claims it moved a track's end so that a
+    team-mate's track was chained to it across a re-entry (seeds + 200 q-colours, one player +59 %):
+    it is not done.
+    """
+    out = tracked
+    for _ in range(passes):
+        loose = out["track_id"].null_count()
+        if loose == 0:
+            break
+        stretch, owner = _stretch_ids(out)
+        claimed = claim_starts(out.with_columns(track_id=stretch))["track_id"]
+        if claimed.null_count() == loose:
+            break
+        out = out.with_columns(track_id=claimed.replace_strict(owner, default=None, return_dtype=pl.Int64))
+    return out.with_columns(pl.col("track_id").cast(tracked["track_id"].dtype))
+
+
+def _stretch_ids(tracked: pl.DataFrame) -> tuple[pl.Series, dict[int, int]]:
+    """Per row: an id of its track's stretch (null for untracked rows), and each stretch's track id.
+    A stretch ends where the track skips an analysed frame (the angle's frames are a grid; its step
+    is the gcd of the frame gaps seen, as in ``claim_starts``)."""
+    rows = tracked.with_row_index("_row")
+    steps = {
+        angle: int(np.gcd.reduce(np.diff(np.unique(group["frame"].to_numpy())))) if group.height > 1 else 1
+        for (angle,), group in rows.partition_by("angle", as_dict=True).items()
+    }
+    step = pl.col("angle").replace_strict(steps, return_dtype=pl.Int64)
+    pieces = (
+        rows.filter(pl.col("track_id").is_not_null())
+        .sort("angle", "track_id", "frame")
+        .with_columns(
+            piece=(pl.col("frame").diff().fill_null(0) > step).cum_sum().over("angle", "track_id"),
+        )
+        .with_columns(stretch=pl.struct("angle", "track_id", "piece").rank("dense").cast(pl.Int64))
+    )
+    owner = dict(zip(pieces["stretch"].to_list(), pieces["track_id"].to_list(), strict=True))
+    ids = rows.select("_row").join(pieces.select("_row", "stretch"), on="_row", how="left").sort("_row")
+    return ids["stretch"], owner
 
 
 def merge_chunks(chunks: list[Chunk], per_chunk: list[pl.DataFrame]) -> pl.DataFrame:

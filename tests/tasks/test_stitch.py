@@ -6,7 +6,8 @@ import polars as pl
 
 from tasks.detect_track import DETECTION_COLUMNS
 from tasks.ingest import Chunk
-from tasks.stitch import stitch, tracks_table
+from tasks.link import claim_starts
+from tasks.stitch import claim_stretch_starts, stitch, tracks_table
 from tests.fixtures.tables import detection_rows as _rows
 
 
@@ -70,3 +71,39 @@ def test_untracked_boxes_stay_without_a_track_and_leave_the_tracks_table() -> No
     tracks = tracks_table(out)
     assert tracks["track_id"].null_count() == 0
     assert tracks.height == 100
+
+
+def _box(frame: int, x: float, track: int | None, angle: str = "main") -> dict[str, object]:
+    return {
+        "angle": angle,
+        "frame": frame,
+        "x1": x,
+        "y1": 100.0,
+        "x2": x + 30.0,
+        "y2": 180.0,
+        "track_id": track,
+    }
+
+
+def test_every_stretch_of_a_track_grows_back_over_the_detections_it_came_from() -> None:
+    schema = {"angle": pl.Utf8, "frame": pl.Int32, "x1": pl.Float32, "y1": pl.Float32, "x2": pl.Float32}
+    schema |= {"y2": pl.Float32, "track_id": pl.Int64}
+    table = pl.DataFrame(
+        [
+            _box(0, 90.0, None),  # two analysed frames before track 3 starts, on his way: claimed
+            _box(5, 100.0, None),  # the detection that started track 3: claimed
+            _box(10, 110.0, 3),
+            _box(15, 120.0, 3),
+            _box(25, 140.0, None),  # the tracker lost him at 20 and matched him again at 30 only
+            _box(30, 150.0, 3),
+            _box(25, 600.0, None),  # far from any stretch: someone else, stays untracked
+            _box(30, 900.0, 4),  # track 4 in another angle: the same place there is not the same
+            _box(25, 140.0, None, angle="side"),
+            _box(30, 140.0, 5, angle="side"),  # ... and it claims its own angle's detection
+        ],
+        schema=schema,
+    )
+    assert claim_stretch_starts(table)["track_id"].to_list() == [3, 3, 3, 3, 3, 3, None, 4, 5, 5]
+    assert claim_stretch_starts(table, passes=1)["track_id"].to_list()[:2] == [None, 3]  # one frame a pass
+    # without stretches, only a track's own start claims (the detection at 25 stays a missed player)
+    assert claim_starts(table)["track_id"].to_list()[4] is None
