@@ -185,7 +185,8 @@ def test_frame_sizes_place_each_angles_boxes() -> None:
         analysis_fps=FPS,
         frame_sizes={"main": (640, 360)},
     )
-    padded = 2.9 + 3.6 + 3 * 0.25  # every end padded but the one at 0 s
+    pad = PRESETS["default"].picture_edge_padding_s
+    padded = 2.9 + 3.6 + 3 * pad  # every end padded but the one at 0 s
     assert at_edge.table["seconds_on_screen"][0] == pytest.approx(padded)
 
 
