@@ -154,7 +154,8 @@ def test_entering_and_leaving_at_the_picture_edge_is_padded() -> None:
     spans = merge_samples(
         times, period_s=1 / FPS, params=PRESETS["default"], duration_s=10.0, place=walk_through
     )
-    assert spans == [(pytest.approx(1.65), pytest.approx(4.15))]
+    pad = PRESETS["default"].picture_edge_padding_s  # on top of the half period each sample covers
+    assert spans == [(pytest.approx(1.9 - pad), pytest.approx(3.9 + pad))]
     inside = merge_samples(
         times, period_s=1 / FPS, params=PRESETS["default"], duration_s=10.0, place=[CLEAR] * 10
     )
