@@ -325,7 +325,7 @@ def claim_starts(
     track id (a missed person for the evaluation and for screen time). Every track's first row
     claims the untracked detection of the previous analysed frame that sits where the track starts
     (centre within ``gate`` box heights, height within ``max_size_ratio``), one-to-one (Hungarian).
-    The analysed frames of an angle are a grid; its step is the gcd of the frame gaps seen.
+    The analysed frames of an angle are a grid (:func:`frame_steps`).
 
     This runs after :func:`link_tracks`: claimed rows move a track's start one frame earlier and
     would change the links' jumps. Measured on the quality set (tracks, mean of 5 clips): MOTA
@@ -336,11 +336,11 @@ def claim_starts(
         return tracked
     indexed = tracked.with_row_index("_row")
     claimed: dict[int, int] = {}
-    for (_,), rows in indexed.partition_by("angle", as_dict=True).items():
-        frames = np.unique(rows["frame"].to_numpy())
-        if len(frames) < 2:
+    steps = frame_steps(tracked)
+    for (angle,), rows in indexed.partition_by("angle", as_dict=True).items():
+        if angle not in steps:
             continue
-        step = int(np.gcd.reduce(np.diff(frames)))
+        step = steps[angle]
         firsts = (
             rows.filter(pl.col("track_id").is_not_null())
             .sort("frame")
@@ -363,6 +363,17 @@ def claim_starts(
     for row, track in claimed.items():
         ids[row] = track
     return tracked.with_columns(track_id=pl.Series(ids, dtype=tracked["track_id"].dtype))
+
+
+def frame_steps(tracked: pl.DataFrame) -> dict[str, int]:
+    """Each angle's step between analysed frames: they are a grid, its step the gcd of the frame gaps
+    seen (angles seen on fewer than two frames have none)."""
+    steps: dict[str, int] = {}
+    for (angle,), rows in tracked.partition_by("angle", as_dict=True).items():
+        frames = np.unique(rows["frame"].to_numpy())
+        if len(frames) >= 2:
+            steps[str(angle)] = int(np.gcd.reduce(np.diff(frames)))
+    return steps
 
 
 def _start_cost(starts: pl.DataFrame, candidates: pl.DataFrame, gate: float, max_ratio: float) -> np.ndarray:

@@ -27,7 +27,7 @@ from storage.artifacts import ArtifactRef, RunRef
 from storage.schemas import schema_for
 from tasks.common import as_frame, retry_transient, store
 from tasks.ingest import Chunk
-from tasks.link import LinkParams, claim_starts, link_tracks
+from tasks.link import LinkParams, claim_starts, frame_steps, link_tracks
 
 DETECTION_TABLE_COLUMNS = schema_for("detections").names
 MIN_SHARED_FRAMES = 1
@@ -125,11 +125,12 @@ def claim_stretch_starts(tracked: pl.DataFrame, passes: int = CLAIM_PASSES) -> p
     it is not done.
     """
     out = tracked
+    steps = frame_steps(tracked)  # claims move ids, never frames
     for _ in range(passes):
         loose = out["track_id"].null_count()
         if loose == 0:
             break
-        stretch, owner = _stretch_ids(out)
+        stretch, owner = _stretch_ids(out, steps)
         claimed = claim_starts(out.with_columns(track_id=stretch))["track_id"]
         if claimed.null_count() == loose:
             break
@@ -137,16 +138,12 @@ def claim_stretch_starts(tracked: pl.DataFrame, passes: int = CLAIM_PASSES) -> p
     return out.with_columns(pl.col("track_id").cast(tracked["track_id"].dtype))
 
 
-def _stretch_ids(tracked: pl.DataFrame) -> tuple[pl.Series, dict[int, int]]:
+def _stretch_ids(tracked: pl.DataFrame, steps: dict[str, int]) -> tuple[pl.Series, dict[int, int]]:
     """Per row: an id of its track's stretch (null for untracked rows), and each stretch's track id.
-    A stretch ends where the track skips an analysed frame (the angle's frames are a grid; its step
-    is the gcd of the frame gaps seen, as in ``claim_starts``)."""
+    A stretch ends where the track skips an analysed frame (``steps``: each angle's grid step,
+    :func:`tasks.link.frame_steps`; an angle seen on one frame is one stretch per track)."""
     rows = tracked.with_row_index("_row")
-    steps = {
-        angle: int(np.gcd.reduce(np.diff(np.unique(group["frame"].to_numpy())))) if group.height > 1 else 1
-        for (angle,), group in rows.partition_by("angle", as_dict=True).items()
-    }
-    step = pl.col("angle").replace_strict(steps, return_dtype=pl.Int64)
+    step = pl.col("angle").replace_strict(steps, default=1, return_dtype=pl.Int64)
     pieces = (
         rows.filter(pl.col("track_id").is_not_null())
         .sort("angle", "track_id", "frame")
