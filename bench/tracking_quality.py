@@ -16,6 +16,12 @@ Identities are scored on the screen time per player too: under the ``default`` p
 breakdown reports), ``strict``, and the best any clustering of these tracks could do. The set was
 tuned on; ``--seed-offset 100`` renders the same kinds of clip with other seeds.
 
+Last, every true player sample (a player visible on an analysed frame) is counted by how visible he
+was and by what became of it (:func:`missed_samples`): covered by his own identity, by a track that
+went to another identity, by a detection the tracker left untracked, by a detection tracked as
+someone else (one box for two people), by a poor box only, or by no box: where the screen-time
+error comes from.
+
 Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2] [--cache var/quality-cache]
       [--seed-offset 100]
 """
@@ -88,9 +94,10 @@ def main() -> None:
         started = time.perf_counter()
         clips = [cached_clip(spec, root) for spec in specs]
         print(f"{len(clips)} clips ready in {time.perf_counter() - started:.0f} s")
-        rows = []
+        rows, tracks = [], []
         for spec, clip in zip(specs, clips, strict=True):
             tracked = cached_tracks(spec, clip, params, args.chunk, args.overlap)
+            tracks.append(tracked)
             rows.append(score(clip, tracked, args.cache is not None and args.cache_embeddings))
         screen = {
             (name, oracle): [
@@ -99,8 +106,15 @@ def main() -> None:
             for name in ("default", "strict")
             for oracle in (False, True)
         }
+        budget = pl.concat(
+            [
+                missed_samples(clip, tracked, row, round(probe_video(clip.video_path).fps / args.fps))
+                for clip, tracked, row in zip(clips, tracks, rows, strict=True)
+            ]
+        )
     print_tracks(rows)
     print_identities(rows, screen)
+    print_budget(budget)
 
 
 def _key(*parts: object) -> str:
@@ -208,6 +222,84 @@ def screentime_errors(
     )
     case = GameCase(clip, truth, labelled, pl.DataFrame(), duration, probe.fps)
     return list(game_screentime_errors(result.table, identities, case).values())
+
+
+VISIBILITY = ((0.0, 0.3, "< 0.3"), (0.3, 0.7, "0.3-0.7"), (0.7, 1.01, ">= 0.7"))
+CAUSES = ("right", "other identity", "untracked box", "shared box", "poor box", "no box")
+
+
+def missed_samples(clip: SynthClip, tracked: Tracked, row: ClipScores, stride: int) -> pl.DataFrame:
+    """Every true player sample (an analysed frame the player is visible on), by visibility and by
+    what became of it: *right* (a track of the player's own identity — the one holding most of his
+    rows — covers him), *other identity* (a track covers him, but it went to another identity),
+    *untracked box* (a detection covers him, IoU >= 0.5, but the tracker left it without a track),
+    *shared box* (the detection that covers him is tracked as someone else: one box for two people),
+    *poor box* (the best detection overlaps him by IoU 0.2-0.5), *no box*."""
+    assert row.identity is not None
+    truth = pl.read_parquet(clip.ground_truth_path).filter(
+        (pl.col("role") == "player") & (pl.col("frame") % stride == 0)
+    )
+    members = row.identity.identities.select("identity_id", pl.col("track_ids").alias("track_id")).explode(
+        "track_id"
+    )
+    labelled = row.identity.labelled.join(members, on="track_id", how="left")
+    owner = dict(
+        labelled.drop_nulls(["person_id", "identity_id"])
+        .group_by("person_id", "identity_id")
+        .len()
+        .sort(["len", "identity_id"], descending=[True, False])
+        .unique("person_id", keep="first", maintain_order=True)
+        .select("person_id", "identity_id")
+        .iter_rows()
+    )
+    covered = {
+        (p, f): i
+        for p, f, i in labelled.drop_nulls("person_id")
+        .select("person_id", "frame", "identity_id")
+        .iter_rows()
+    }
+    boxes = {f: g for (f,), g in tracked.whole.partition_by("frame", as_dict=True).items()}
+    out = []
+    for person, frame, visible, *box in truth.select(
+        "person_id", "frame", "visible_fraction", "x1", "y1", "x2", "y2"
+    ).iter_rows():
+        if (person, frame) in covered:
+            cause = "right" if covered[person, frame] == owner.get(person) else "other identity"
+        else:
+            cause = "no box"
+            seen = boxes.get(frame)
+            if seen is not None:
+                overlap = _box_iou(
+                    np.asarray(box, np.float64), seen.select("x1", "y1", "x2", "y2").to_numpy()
+                )
+                best = int(overlap.argmax())
+                if overlap[best] >= 0.5:
+                    cause = "untracked box" if seen["track_id"][best] is None else "shared box"
+                elif overlap[best] >= 0.2:
+                    cause = "poor box"
+        band = next(label for lo, hi, label in VISIBILITY if lo <= visible < hi)
+        out.append((clip.video_path.stem, band, cause))
+    return pl.DataFrame(out, schema=["clip", "visible", "cause"], orient="row")
+
+
+def _box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    inter = ix * iy
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (others[:, 2] - others[:, 0]) * (
+        others[:, 3] - others[:, 1]
+    )
+    return np.asarray(inter / np.maximum(union - inter, 1e-9))
+
+
+def print_budget(budget: pl.DataFrame) -> None:
+    """Where the true player samples went (:func:`missed_samples`), all clips together."""
+    print(f"\n{'player samples':18s} " + " ".join(f"{c:>14s}" for c in CAUSES) + f" {'total':>7s}")
+    for _, _, band in VISIBILITY:
+        mine = budget.filter(pl.col("visible") == band)
+        counts = dict(mine.group_by("cause").len().iter_rows())
+        cells = " ".join(f"{counts.get(c, 0):14d}" for c in CAUSES)
+        print(f"{'visible ' + band:18s} {cells} {mine.height:7d}")
 
 
 def print_tracks(rows: list[ClipScores]) -> None:
