@@ -1,4 +1,4 @@
-"""link.untangle: tracks the tracker swapped where a player was hidden, or in a chain of crossings."""
+"""tasks.untangle, through link_tracks: tracks swapped where a player hid or in a chain of crossings."""
 
 from __future__ import annotations
 
