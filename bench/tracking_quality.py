@@ -283,13 +283,13 @@ def missed_samples(clip: SynthClip, tracked: Tracked, row: ClipScores, stride: i
 
 
 def _box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of ``others``."""
     ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
     iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
     inter = ix * iy
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (others[:, 2] - others[:, 0]) * (
-        others[:, 3] - others[:, 1]
-    )
-    return np.asarray(inter / np.maximum(union - inter, 1e-9))
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
 
 
 def print_budget(budget: pl.DataFrame) -> None:
