@@ -45,7 +45,7 @@ from tasks.cluster import cluster_tracks
 from tasks.detect_track import DetectParams
 from tasks.detector import ensure_offline
 from tasks.embed import EmbedParams, embed_video
-from tasks.evaluate import evaluate_tracks
+from tasks.evaluate import evaluate_tracks, iou_matrix
 from tasks.ingest import probe_video
 from tasks.quality import (
     QUALITY_SET,
@@ -269,9 +269,8 @@ def missed_samples(clip: SynthClip, tracked: Tracked, row: ClipScores, stride: i
             cause = "no box"
             seen = boxes.get(frame)
             if seen is not None:
-                overlap = _box_iou(
-                    np.asarray(box, np.float64), seen.select("x1", "y1", "x2", "y2").to_numpy()
-                )
+                others = seen.select("x1", "y1", "x2", "y2").to_numpy().astype(np.float64)
+                overlap = iou_matrix(np.asarray([box], np.float64), others)[0]
                 best = int(overlap.argmax())
                 if overlap[best] >= 0.5:
                     cause = "untracked box" if seen["track_id"][best] is None else "shared box"
@@ -280,16 +279,6 @@ def missed_samples(clip: SynthClip, tracked: Tracked, row: ClipScores, stride: i
         band = next(label for lo, hi, label in VISIBILITY if lo <= visible < hi)
         out.append((clip.video_path.stem, band, cause))
     return pl.DataFrame(out, schema=["clip", "visible", "cause"], orient="row")
-
-
-def _box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with each of ``others``."""
-    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
 
 
 def print_budget(budget: pl.DataFrame) -> None:
