@@ -227,8 +227,8 @@ def link_tracks(
     if appearance is None or appearance.is_empty() or detections.is_empty():
         return detections
     looks = angle_looks(detections, appearance)  # per row, and linking only changes track ids
-    untangled = untangle_tracks(detections, appearance, params, looks)
-    return split_tracks(join_tracks(untangled, appearance, params), appearance, params, looks)
+    untangled = untangle_tracks(detections, looks, params)
+    return split_tracks(join_tracks(untangled, appearance, params), looks, params)
 
 
 def join_tracks(detections: pl.DataFrame, appearance: pl.DataFrame, params: LinkParams) -> pl.DataFrame:
@@ -371,14 +371,12 @@ def angle_looks(detections: pl.DataFrame, appearance: pl.DataFrame) -> dict[str,
 
 def relabel_per_angle(
     detections: pl.DataFrame,
-    appearance: pl.DataFrame,
+    looks: dict[str, np.ndarray],
     relabel: Callable[[pl.DataFrame, np.ndarray], np.ndarray],
-    looks: dict[str, np.ndarray] | None = None,
 ) -> pl.DataFrame:
     """``detections`` with each angle's tracked rows under the track ids ``relabel(rows, looks)``
-    gives them (``looks``: :func:`row_looks` of those rows, from ``looks`` when given: the rows that
-    have a track id are the same as long as only ids changed since)."""
-    looks = angle_looks(detections, appearance) if looks is None else looks
+    gives them (``looks``: :func:`angle_looks` of ``detections``, or of a table that differs from it
+    only in track ids: the rows that have one are the same)."""
     indexed = detections.with_row_index("_row")
     ids = detections["track_id"].to_list()
     tracked = indexed.filter(pl.col("track_id").is_not_null())
@@ -389,22 +387,14 @@ def relabel_per_angle(
 
 
 def untangle_tracks(
-    detections: pl.DataFrame,
-    appearance: pl.DataFrame,
-    params: LinkParams,
-    looks: dict[str, np.ndarray] | None = None,
+    detections: pl.DataFrame, looks: dict[str, np.ndarray], params: LinkParams
 ) -> pl.DataFrame:
     """``detections`` with the tracks swapped back where the tracker swapped two crossing players
     (:func:`tasks.untangle.untangle`, per angle)."""
-    return relabel_per_angle(detections, appearance, lambda rows, seen: untangle(rows, seen, params), looks)
+    return relabel_per_angle(detections, looks, lambda rows, seen: untangle(rows, seen, params))
 
 
-def split_tracks(
-    detections: pl.DataFrame,
-    appearance: pl.DataFrame,
-    params: LinkParams,
-    looks: dict[str, np.ndarray] | None = None,
-) -> pl.DataFrame:
+def split_tracks(detections: pl.DataFrame, looks: dict[str, np.ndarray], params: LinkParams) -> pl.DataFrame:
     """``detections`` with a track cut, the part after the cut under a new id, where the tracker
     re-found it on someone else (:func:`refound`, per angle)."""
     next_id = int(detections["track_id"].drop_nulls().to_numpy().max(initial=0)) + 1
@@ -415,7 +405,7 @@ def split_tracks(
         next_id = max(next_id, int(new.max(initial=0)) + 1)
         return new
 
-    return relabel_per_angle(detections, appearance, cut, looks)
+    return relabel_per_angle(detections, looks, cut)
 
 
 def refound(tracked: pl.DataFrame, looks: np.ndarray, params: LinkParams, next_id: int) -> np.ndarray:
