@@ -148,6 +148,86 @@ def test_the_hold_has_a_limit_and_strict_has_none() -> None:
     assert len(short) == 2
 
 
+@pytest.mark.parametrize(
+    ("through", "after", "pieces"),
+    [
+        ((0.0, 9.0), CLEAR, 1),  # another track runs through the gap: held
+        ((0.0, 3.0), CLEAR, 2),  # it ends before: nothing says there was no cut
+        ((0.0, 9.0), AT_EDGE, 2),  # the second track starts at the picture's edge: he walked in
+    ],
+)
+def test_an_identitys_gap_between_two_of_its_tracks_is_held_when_no_cut_is_possible(
+    through: tuple[float, float], after: int, pieces: int
+) -> None:
+    """One identity, track 1 until 2.8 s, track 2 from 4.3 s (hidden 1.5 s): held by
+    ``hold_in_identity_s`` only when a third track of the angle runs through the gap."""
+    times = _hidden_for(1.5)
+    spans = merge_samples(
+        times,
+        period_s=1 / FPS,
+        params=PRESETS["default"],
+        duration_s=20.0,
+        place=[CLEAR] * 15 + [after] + [CLEAR] * 14,
+        tracks=[1] * 15 + [2] * 15,
+        angles=["main"] * 30,
+        runs={"main": np.array([[0.0, 2.8], [4.3, 7.1], through])},
+    )
+    assert len(spans) == pieces
+    if pieces == 1:
+        assert spans == [(0.0, pytest.approx(7.2))]
+
+
+def test_an_identitys_gap_is_held_per_angle_and_only_in_default() -> None:
+    """The other track runs through the gap on another angle: not held; strict holds nothing."""
+    times = _hidden_for(1.5)
+    place, tracks = [CLEAR] * 30, [1] * 15 + [2] * 15
+    other_angle = merge_samples(
+        times,
+        period_s=1 / FPS,
+        params=PRESETS["default"],
+        duration_s=20.0,
+        place=place,
+        tracks=tracks,
+        angles=["main"] * 30,
+        runs={"main": np.array([[0.0, 2.8], [4.3, 7.1]]), "reverse": np.array([[0.0, 9.0]])},
+    )
+    assert len(other_angle) == 2
+    runs = {"main": np.array([[0.0, 9.0]])}
+    strict = merge_samples(
+        times,
+        period_s=1 / FPS,
+        params=PRESETS["strict"],
+        duration_s=20.0,
+        place=place,
+        tracks=tracks,
+        angles=["main"] * 30,
+        runs=runs,
+    )
+    assert len(strict) == 2
+
+
+def test_compute_screentime_holds_an_identitys_gap_that_another_track_runs_through() -> None:
+    """Identity 1 is tracks 1 (0-3 s) and 2 (4.4-8 s); track 3 (identity 2) is seen throughout."""
+    tracks = pl.DataFrame(_track(1, 0, 3) + _track(2, 4.4, 8) + _track(3, 0, 8))
+    result = compute_screentime(
+        _identities({1: ([1, 2], None), 2: ([3], None)}),
+        tracks,
+        duration_s=10.0,
+        analysis_fps=FPS,
+        frame_sizes={"main": (640, 360)},
+    )
+    seconds = dict(zip(result.table["identity_id"], result.table["seconds_on_screen"], strict=True))
+    assert seconds[1] == pytest.approx(7.9)  # 0-7.9 s: the 1.6 s between the tracks counts
+    alone = compute_screentime(
+        _identities({1: ([1, 2], None)}),
+        tracks.filter(pl.col("track_id") != 3),
+        duration_s=10.0,
+        analysis_fps=FPS,
+        frame_sizes={"main": (640, 360)},
+    )
+    assert alone.table["seconds_on_screen"][0] == pytest.approx(2.9 + 3.6)  # could have been a cut
+
+
 def test_entering_and_leaving_at_the_picture_edge_is_padded() -> None:
     times = [2.0 + k / FPS for k in range(10)]  # 2.0 .. 3.8
     walk_through = [AT_EDGE] + [CLEAR] * 8 + [AT_EDGE]
