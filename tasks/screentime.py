@@ -101,8 +101,8 @@ class ScreentimeParams(BaseModel):
         default=None,
         ge=0.0,
         description="A gap up to this long between two samples of one identity on one angle (of any of "
-        "its tracks) counts as on screen when both boxes are clear of the picture's edges and another "
-        "track of that angle runs through the gap (no cut); None = no such rule.",
+        "its tracks) counts as on screen when both boxes are clear of the picture's edges and some track "
+        "of that angle runs through the gap (so it holds no cut); None = no such rule.",
     )
     edge_padding_s: float = Field(default=0.0, ge=0.0, description="Added before and after each interval.")
     picture_edge_padding_s: float = Field(
