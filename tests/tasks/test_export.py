@@ -89,7 +89,7 @@ def test_breakdown_holds_identities_teams_validation_and_provenance() -> None:
     assert breakdown.schema_version == BREAKDOWN_SCHEMA_VERSION == 1
     jane, referee = breakdown.identities
     assert jane.label == "Jane Doe" and jane.track_ids == [1, 2] and jane.corrected
-    assert jane.seconds_on_screen == pytest.approx(9.9)  # [0, 3.9] and [1.9, 9.9] merge
+    assert jane.seconds_on_screen == pytest.approx(10.0)  # [0, 3.9] and [1.9, 10] (9.8 s: last frame) merge
     assert referee.kind == "referee" and referee.team is None
     (team,) = breakdown.teams
     assert team.team == "A" and team.identities == [1]

@@ -71,9 +71,13 @@ def _identities(groups: dict[int, tuple[list[int], str | None]]) -> pl.DataFrame
 
 
 def test_a_person_seen_on_every_analysed_frame_gets_the_whole_span() -> None:
+    """The last analysed frame (9.8 s of a 10 s video) stands for the rest of the video: no frame
+    after it is analysed. A person last seen one frame earlier gets half a period after it."""
     times = [k / FPS for k in range(50)]  # 0.0 .. 9.8
     spans = merge_samples(times, period_s=1 / FPS, params=PRESETS["strict"], duration_s=10.0)
-    assert spans == [(0.0, pytest.approx(9.9))]
+    assert spans == [(0.0, pytest.approx(10.0))]
+    earlier = merge_samples(times[:-1], period_s=1 / FPS, params=PRESETS["strict"], duration_s=10.0)
+    assert earlier == [(0.0, pytest.approx(9.7))]
 
 
 @pytest.mark.parametrize(
@@ -282,14 +286,14 @@ def test_fragments_of_one_identity_add_up_and_teams_take_the_union() -> None:
     result = compute_screentime(identities, tracks, duration_s=10.0, params="strict", analysis_fps=FPS)
     validate_table("screentime", result.table)
     seconds = dict(zip(result.table["identity_id"], result.table["seconds_on_screen"], strict=True))
-    assert seconds[1] == pytest.approx(8.0 - 0.1)  # [0, 3.9] + [5.9, 9.9]
+    assert seconds[1] == pytest.approx(8.0)  # [0, 3.9] + [5.9, 10]: 9.8 s is the last analysed frame
     assert seconds[2] == pytest.approx(6.0)
     assert seconds[3] == pytest.approx(1.0 - 0.1)
     (team,) = result.teams
     assert team.team == "A" and team.identities == 2
-    assert team.seconds_on_screen == pytest.approx(9.9)  # union: someone of A is always on screen
+    assert team.seconds_on_screen == pytest.approx(10.0)  # union: someone of A is always on screen
     assert result.table["preset"].unique().to_list() == ["strict"]
-    assert result.table.filter(pl.col("identity_id") == 1)["share"][0] == pytest.approx(0.79)
+    assert result.table.filter(pl.col("identity_id") == 1)["share"][0] == pytest.approx(0.8)
 
 
 def test_two_angles_share_the_event_clock() -> None:
