@@ -14,7 +14,9 @@ see code: after changing detect_track, the tracker, link or stitch (or embed, fo
 
 Identities are scored on the screen time per player too: under the ``default`` preset (what a
 breakdown reports), ``strict``, and the best any clustering of these tracks could do. The set was
-tuned on; ``--seed-offset 100`` renders the same kinds of clip with other seeds.
+tuned on; ``--seed-offset 100`` renders the same kinds of clip with other seeds, ``--duration 60``
+makes every clip 60 s long instead of 20 s (harder: players leave and come back, and their
+fragments must be chained over longer gaps; ~3x the time).
 
 Last, every true player sample (a player visible on an analysed frame) is counted by how visible he
 was and by what became of it (:func:`missed_samples`): covered by his own identity, by a track that
@@ -23,7 +25,7 @@ someone else (one box for two people), by a poor box only, or by no box: where t
 error comes from.
 
 Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2] [--cache var/quality-cache]
-      [--seed-offset 100]
+      [--seed-offset 100] [--duration 60]
 """
 
 from __future__ import annotations
@@ -81,11 +83,15 @@ def main() -> None:
     parser.add_argument(
         "--seed-offset", type=int, default=0, help="add this to every clip's seed: clips nothing was tuned on"
     )
+    parser.add_argument("--duration", type=float, help="make every clip this long (s; the set's are 20)")
     args = parser.parse_args()
     ensure_offline()
     params = DetectParams(analysis_fps=args.fps)
     specs = tuple(
-        s.model_copy(update={"seed": s.seed + args.seed_offset})
+        s.model_copy(
+            update={"seed": s.seed + args.seed_offset}
+            | ({"duration_s": args.duration} if args.duration else {})
+        )
         for s in QUALITY_SET
         if not args.only or s.name in args.only
     )
