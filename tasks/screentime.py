@@ -216,7 +216,8 @@ def merge_samples(
     if params.hold_in_track_s is not None and tracks is not None:
         out.extend(_held_gaps(raw, where, np.asarray(tracks), params.hold_in_track_s))
     if params.hold_in_identity_s is not None and angles is not None and runs is not None:
-        out.extend(_held_identity_gaps(raw, where, list(angles), runs, params.hold_in_identity_s))
+        held = _held_identity_gaps(raw, where, list(angles), runs, params.hold_in_identity_s, tolerance)
+        out.extend(held)
     return union_intervals(out)
 
 
@@ -231,18 +232,24 @@ def _held_gaps(times: np.ndarray, place: np.ndarray, tracks: np.ndarray, hold_s:
 
 
 def _held_identity_gaps(
-    times: np.ndarray, place: np.ndarray, angles: list[str], runs: Mapping[str, np.ndarray], hold_s: float
+    times: np.ndarray,
+    place: np.ndarray,
+    angles: list[str],
+    runs: Mapping[str, np.ndarray],
+    hold_s: float,
+    merged_s: float,
 ) -> list[Interval]:
-    """The gaps of up to ``hold_s`` between consecutive samples of one identity on one angle, both
-    clear of the picture's edges, that some track of the angle (``runs``: its first and last sample
-    times) runs through, as intervals (see ``hold_in_identity_s``)."""
+    """The gaps of more than ``merged_s`` (shorter ones are merged anyway) and up to ``hold_s``
+    between consecutive samples of one identity on one angle, both clear of the picture's edges,
+    that some track of the angle (``runs``: its first and last sample times) runs through, as
+    intervals (see ``hold_in_identity_s``)."""
     out: list[Interval] = []
     for angle in sorted(set(angles)):
         on = np.array([a == angle for a in angles])
         order = np.argsort(times[on], kind="stable")
         t, p = times[on][order], place[on][order]
         gap = np.diff(t)
-        held = (gap > 0) & (gap <= hold_s) & (p[:-1] == CLEAR) & (p[1:] == CLEAR)
+        held = (gap > merged_s) & (gap <= hold_s) & (p[:-1] == CLEAR) & (p[1:] == CLEAR)
         spans = runs.get(angle, np.empty((0, 2)))
         for i in np.flatnonzero(held):
             if ((spans[:, 0] <= t[i]) & (spans[:, 1] >= t[i + 1])).any():
