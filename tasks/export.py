@@ -15,7 +15,9 @@ Layout (times in seconds from the start of the event, boxes never appear here)::
     identities[] identity_id, kind, label, team, track_ids, confidence, corrected,
                 seconds_on_screen, share, first/last_seen_s, intervals[]
     validation  ok, failed, warnings, summary figures, checks[] (the validation table)
-    provenance  code_version, artifact_schema_version, table_versions, models, params, corrections
+    provenance  code_version, artifact_schema_version, table_versions, models, params (per stage:
+                the run's, and ``screentime``: every rule of the preset the times were computed
+                with, since a preset's rules can change between versions), corrections
 
 :func:`build_breakdown` is pure (tables in, model out); :func:`export_breakdown` writes it atomically
 through :class:`~storage.artifacts.ArtifactStore` and turns any failure into
@@ -233,7 +235,7 @@ def build_breakdown(
             artifact_schema_version=ARTIFACT_SCHEMA_VERSION,
             table_versions={t.value: v for t, v in TABLE_VERSIONS.items()},
             models=dict(models or {}),
-            params=dict(params or {}),
+            params=_stage_params(params, screentime),
             corrections_applied=corrections_applied,
         ),
     )
@@ -250,6 +252,13 @@ def export_breakdown(store: ArtifactStore, ref: RunRef, breakdown: Breakdown) ->
         raise ExportFailed(
             f"breakdown.json could not be written: {type(exc).__name__}: {exc}", run=str(ref)
         ) from exc
+
+
+def _stage_params(params: Mapping[str, Any] | None, screentime: ScreentimeResult) -> dict[str, Any]:
+    """The run's parameters per stage, with the screentime preset's rules under ``screentime``."""
+    out = dict(params or {})
+    out["screentime"] = {**dict(out.get("screentime") or {}), **screentime.params.model_dump(mode="json")}
+    return out
 
 
 # --- the stage -------------------------------------------------------------------------------------

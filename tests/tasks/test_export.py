@@ -25,7 +25,7 @@ from tasks.export import (
     export_task,
 )
 from tasks.ingest import Chunk, probe_video
-from tasks.screentime import compute_screentime, screentime_task
+from tasks.screentime import PRESETS, compute_screentime, screentime_task
 from tasks.validate import ValidateParams, VideoInfo, validate_run, validate_task
 from tests.fixtures.identities import EpisodeCase, GameCase
 
@@ -96,6 +96,9 @@ def test_breakdown_holds_identities_teams_validation_and_provenance() -> None:
     assert breakdown.validation.ok is False  # no detections/embeddings given: reported as missing
     assert "artifact_present:detections" in breakdown.validation.failed
     assert breakdown.provenance.corrections_applied == 1
+    rules = breakdown.provenance.params["screentime"]  # the preset's rules, not only its name
+    assert rules["preset"] == "default" and rules["hold_in_identity_s"] == 2.0
+    assert rules == PRESETS["default"].model_dump(mode="json")
     assert breakdown.provenance.table_versions["screentime"] == 1
     assert breakdown.videos[0].uri == "/footage/game.mp4"
 
@@ -177,7 +180,7 @@ def test_the_stage_tasks_write_every_artifact_and_a_breakdown(
     assert len(breakdown.identities) == identities.num_rows
     assert {t.team for t in breakdown.teams} == {"A", "B"}
     assert breakdown.validation.ok and breakdown.videos[0].width == 640
-    assert breakdown.provenance.params == {"screentime": {"preset": "default"}}
+    assert breakdown.provenance.params == {"screentime": PRESETS["default"].model_dump(mode="json")}
     assert store.read_table(REF, "embeddings").num_rows == identity_game.embeddings.height
 
 
