@@ -244,8 +244,9 @@ def _held_identity_gaps(
     that some track of the angle (``runs``: its first and last sample times) runs through, as
     intervals (see ``hold_in_identity_s``)."""
     out: list[Interval] = []
+    names = np.asarray(angles)
     for angle in sorted(set(angles)):
-        on = np.array([a == angle for a in angles])
+        on = names == angle
         order = np.argsort(times[on], kind="stable")
         t, p = times[on][order], place[on][order]
         gap = np.diff(t)

@@ -152,6 +152,23 @@ def test_the_hold_has_a_limit_and_strict_has_none() -> None:
     assert len(short) == 2
 
 
+def _two_tracks_hidden_between(
+    runs: dict[str, np.ndarray], params: ScreentimeParams = PRESETS["default"], after: int = CLEAR
+) -> list[tuple[float, float]]:
+    """One identity on the main angle: track 1 until 2.8 s, track 2 from 4.3 s (hidden 1.5 s),
+    track 2's first box ``after`` (its place in the picture); ``runs`` as ``merge_samples`` takes them."""
+    return merge_samples(
+        _hidden_for(1.5),
+        period_s=1 / FPS,
+        params=params,
+        duration_s=20.0,
+        place=[CLEAR] * 15 + [after] + [CLEAR] * 14,
+        tracks=[1] * 15 + [2] * 15,
+        angles=["main"] * 30,
+        runs=runs,
+    )
+
+
 @pytest.mark.parametrize(
     ("through", "after", "pieces"),
     [
@@ -163,19 +180,8 @@ def test_the_hold_has_a_limit_and_strict_has_none() -> None:
 def test_an_identitys_gap_between_two_of_its_tracks_is_held_when_no_cut_is_possible(
     through: tuple[float, float], after: int, pieces: int
 ) -> None:
-    """One identity, track 1 until 2.8 s, track 2 from 4.3 s (hidden 1.5 s): held by
-    ``hold_in_identity_s`` only when a third track of the angle runs through the gap."""
-    times = _hidden_for(1.5)
-    spans = merge_samples(
-        times,
-        period_s=1 / FPS,
-        params=PRESETS["default"],
-        duration_s=20.0,
-        place=[CLEAR] * 15 + [after] + [CLEAR] * 14,
-        tracks=[1] * 15 + [2] * 15,
-        angles=["main"] * 30,
-        runs={"main": np.array([[0.0, 2.8], [4.3, 7.1], through])},
-    )
+    """Held by ``hold_in_identity_s`` only when a third track of the angle runs through the gap."""
+    spans = _two_tracks_hidden_between({"main": np.array([[0.0, 2.8], [4.3, 7.1], through])}, after=after)
     assert len(spans) == pieces
     if pieces == 1:
         assert spans == [(0.0, pytest.approx(7.2))]
@@ -183,31 +189,11 @@ def test_an_identitys_gap_between_two_of_its_tracks_is_held_when_no_cut_is_possi
 
 def test_an_identitys_gap_is_held_per_angle_and_only_in_default() -> None:
     """The other track runs through the gap on another angle: not held; strict holds nothing."""
-    times = _hidden_for(1.5)
-    place, tracks = [CLEAR] * 30, [1] * 15 + [2] * 15
-    other_angle = merge_samples(
-        times,
-        period_s=1 / FPS,
-        params=PRESETS["default"],
-        duration_s=20.0,
-        place=place,
-        tracks=tracks,
-        angles=["main"] * 30,
-        runs={"main": np.array([[0.0, 2.8], [4.3, 7.1]]), "reverse": np.array([[0.0, 9.0]])},
-    )
-    assert len(other_angle) == 2
-    runs = {"main": np.array([[0.0, 9.0]])}
-    strict = merge_samples(
-        times,
-        period_s=1 / FPS,
-        params=PRESETS["strict"],
-        duration_s=20.0,
-        place=place,
-        tracks=tracks,
-        angles=["main"] * 30,
-        runs=runs,
-    )
-    assert len(strict) == 2
+    own = np.array([[0.0, 2.8], [4.3, 7.1]])
+    assert len(_two_tracks_hidden_between({"main": own, "reverse": np.array([[0.0, 9.0]])})) == 2
+    through = {"main": np.array([[0.0, 9.0]])}
+    assert len(_two_tracks_hidden_between(through)) == 1  # the same gap is held on its own angle
+    assert len(_two_tracks_hidden_between(through, PRESETS["strict"])) == 2
 
 
 def test_compute_screentime_holds_an_identitys_gap_that_another_track_runs_through() -> None:
