@@ -344,14 +344,18 @@ def compute_screentime(
         row[0]: row[1:]
         for row in times.select("identity_id", "time_s", "place", "track_id", "angle").iter_rows()
     }
-    runs = {
-        str(angle): group.select("first", "last").to_numpy()
-        for (angle,), group in tracks.drop_nulls("track_id")
-        .group_by("angle", "track_id")
-        .agg(pl.col("time_s").min().alias("first"), pl.col("time_s").max().alias("last"))
-        .partition_by("angle", as_dict=True)
-        .items()
-    }
+    runs = (  # what the identity hold checks a gap against; presets without it need none
+        {
+            str(angle): group.select("first", "last").to_numpy()
+            for (angle,), group in tracks.drop_nulls("track_id")
+            .group_by("angle", "track_id")
+            .agg(pl.col("time_s").min().alias("first"), pl.col("time_s").max().alias("last"))
+            .partition_by("angle", as_dict=True)
+            .items()
+        }
+        if p.hold_in_identity_s is not None
+        else None
+    )
     rows: list[dict[str, Any]] = []
     by_team: dict[str, list[Interval]] = {}
     count_by_team: dict[str, int] = {}
