@@ -35,12 +35,14 @@ HELD_OUT = GameSpec(
     seed=HELDOUT_BASE + 900,
 )
 
-# Floors a little under what the committed model measures: on this clip 99/99 well-visible players
-# right, 40/40 referee boxes and 6/6 pitch boxes read 0 (held-out set, bench/numbers.py: 95.6 % of
-# 1475 boxes, referees 100 % of 464, pitch 98.6 % of 141).
-FLOOR_TOP1 = 0.95
+# Floors a little under what the committed model measures. On this clip: 99/99 well-visible players
+# right, 40/40 referee boxes and 6/6 pitch boxes read 0, 99/99 crops read the same negated. On the
+# held-out set (python -m bench.numbers): 99.8 % of 1475 boxes right, referees 464/464 read 0, pitch
+# 141/141, 99.8 % read the same negated.
+FLOOR_TOP1 = 0.97
 FLOOR_REFEREE_NONE = 0.95
 FLOOR_BACKGROUND_NONE = 0.8
+FLOOR_POLARITY_AGREE = 0.95
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +69,14 @@ def test_number_crops_are_square_normalised_and_survive_boxes_past_the_frame() -
     assert abs(float(crops[0].mean())) < 1e-4 and 0.8 < float(crops[0].std()) < 1.01
 
 
-def test_number_crops_turn_dark_numbers_on_light_kits_into_light_on_dark() -> None:
-    light_on_dark = number_crops(_shirt("17", 40, 245), np.array([[590, 300, 650, 400]]))
-    dark_on_light = number_crops(255 - _shirt("17", 40, 245), np.array([[590, 300, 650, 400]]))
-    np.testing.assert_allclose(light_on_dark, dark_on_light, atol=1e-4)
+def test_reader_reads_a_number_in_either_polarity(held_out_samples: Samples) -> None:
+    """Light kits carry dark numbers: the same crop, negated, reads the same."""
+    drawn = (held_out_samples.labels > 0) & (held_out_samples.visible >= 0.8)
+    crops = held_out_samples.crops[drawn]
+    reader = NumberReader(NUMBER_WEIGHTS)
+    as_is, _ = reader.read(crops)
+    negated, _ = reader.read(-crops)
+    assert float((as_is == negated).mean()) >= FLOOR_POLARITY_AGREE
 
 
 @pytest.mark.parametrize(
