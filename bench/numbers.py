@@ -9,6 +9,8 @@ the box height). Prints:
 - coverage (share read as a number at that confidence) and precision (share right) at 0.5/0.7/0.9;
 - the "none" rate on referees, on people < 40 % visible and on random non-person boxes, and how
   often a hidden person is read as a wrong number;
+- with ``--detector``: top-1 on the same players in the bundled detector's own boxes (pipeline
+  settings, matched to the truth one-to-one at IoU >= 0.5, every ``frame_step``-th frame);
 - the cost per box of :func:`tasks.numbers.read_numbers` (crop + network, one thread) on a frame with
   ~11 boxes, best of ``--repeat`` passes.
 
@@ -24,8 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import av
+import numpy as np
 import polars as pl
+from scipy.optimize import linear_sum_assignment
 
+from infra.synth.people import make_persons
+from tasks.detect_track import DetectParams
+from tasks.detector import detect_batch, load_model
+from tasks.evaluate import iou_matrix
 from tasks.numbers import (
     MIN_BOX_PX,
     NUMBER_WEIGHTS,
@@ -34,9 +43,66 @@ from tasks.numbers import (
     _decoded,
     build_samples,
     evaluate,
+    frame_luma,
+    label_for,
     number_specs,
     read_numbers,
 )
+
+
+def detector_top1(clips_dir: Path, config: NumberTrainConfig) -> dict[str, float | int | None]:
+    """Top-1 (and reads at confidence >= 0.7) on players >= 80 % visible whose number was drawn, read
+    in the boxes the bundled detector finds (matched to the truth one-to-one, IoU >= 0.5)."""
+    params = DetectParams()
+    model = load_model(params.weights, threads=1)
+    right = read = total = missed = 0
+    for spec in number_specs(config, "heldout"):
+        persons = make_persons(spec.players_per_team, spec.referees, spec.seed)
+        heights = {p.person_id: p.height_m for p in persons}
+        truth = pl.read_parquet(clips_dir / f"{spec.name}.gt.parquet").partition_by("frame", as_dict=True)
+        with av.open(str(clips_dir / f"{spec.name}.mp4")) as container:
+            for index, frame in enumerate(container.decode(video=0)):
+                rows = truth.get((index,))
+                if index % config.frame_step or rows is None:
+                    continue
+                labels = [
+                    label_for(
+                        "player",
+                        r["jersey_number"],
+                        r["visible_fraction"],
+                        r["y2"] - r["y1"],
+                        heights[r["person_id"]],
+                    )
+                    if r["visible_fraction"] >= 0.8 and r["role"] == "player"
+                    else None
+                    for r in rows.iter_rows(named=True)
+                ]
+                wanted = [g for g, label in enumerate(labels) if label]
+                if not wanted:
+                    continue
+                bgr = frame.to_ndarray(format="bgr24")
+                found = detect_batch(model, [bgr], imgsz=params.imgsz, conf=params.conf, iou=params.iou)[0]
+                iou = iou_matrix(rows.select("x1", "y1", "x2", "y2").to_numpy(), found.xyxy)
+                owner: dict[int, int] = {}
+                if iou.size:
+                    for g, d in zip(*linear_sum_assignment(-iou), strict=True):
+                        if iou[g, d] >= 0.5:
+                            owner[int(g)] = int(d)
+                matched = [g for g in wanted if g in owner]
+                missed += len(wanted) - len(matched)
+                if not matched:
+                    continue
+                numbers, confidence = read_numbers(frame_luma(frame), found.xyxy[[owner[g] for g in matched]])
+                expected = np.array([labels[g] for g in matched])
+                total += len(matched)
+                right += int((numbers == expected).sum())
+                read += int(((confidence >= 0.7) & (numbers > 0)).sum())
+    return {
+        "boxes": total,
+        "not_detected": missed,
+        "top1": round(right / total, 4) if total else None,
+        "coverage@0.7": round(read / total, 4) if total else None,
+    }
 
 
 def cost_per_box_ms(clips_dir: Path, names: list[str], repeat: int) -> tuple[float, int]:
@@ -68,6 +134,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=NumberTrainConfig.heldout_clips)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--model", type=Path, default=NUMBER_WEIGHTS)
+    parser.add_argument("--detector", action="store_true", help="also read in the detector's boxes")
     args = parser.parse_args()
     config = NumberTrainConfig(heldout_clips=args.clips)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,6 +145,8 @@ def main() -> None:
         print(f"held-out crops: {len(samples.labels)} from {args.clips} clips ({seconds:.0f} s)")
         figures = evaluate(NumberReader(args.model), samples)
         print(json.dumps(figures, indent=2))
+        if args.detector:
+            print("detector boxes:", json.dumps(detector_top1(clips_dir, config)))
         names = [s.name for s in number_specs(config, "heldout")]
         ms, boxes = cost_per_box_ms(clips_dir, names, args.repeat)
         print(f"read_numbers: {ms:.3f} ms a box ({boxes} boxes a frame, one thread, best of {args.repeat})")
