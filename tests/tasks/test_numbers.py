@@ -37,7 +37,7 @@ HELD_OUT = GameSpec(
 
 # Floors a little under what the committed model measures. On this clip: 99/99 well-visible players
 # right, 40/40 referee boxes and 6/6 pitch boxes read 0, 99/99 crops read the same negated. On the
-# held-out set (python -m bench.numbers): 99.8 % of 1475 boxes right, referees 464/464 read 0, pitch
+# held-out set (python -m bench.jersey_numbers): 99.8 % of 1475 boxes right, referees 464/464 read 0, pitch
 # 141/141, 99.8 % read the same negated.
 FLOOR_TOP1 = 0.97
 FLOOR_REFEREE_NONE = 0.95

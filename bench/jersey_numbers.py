@@ -15,7 +15,7 @@ the box height). Prints:
   ~11 boxes, best of ``--repeat`` passes.
 
 Run as a module (a script named numbers.py beside its imports would shadow the standard library's
-``numbers`` module):  nice -n 19 .venv/bin/python -m bench.numbers [--cache var/numbers-bench] [--clips 6]
+``numbers`` module):  nice -n 19 .venv/bin/python -m bench.jersey_numbers [--cache var/numbers-bench] [--clips 6]
 """
 
 from __future__ import annotations
