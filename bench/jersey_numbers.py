@@ -1,6 +1,6 @@
 """The jersey-number reader on held-out synthetic clips: accuracy, coverage/precision, "none" rates, cost.
 
-Renders the held-out clips of :func:`tasks.numbers.number_specs` (seeds 60_000+, never trained on) into
+Renders the held-out clips of :func:`tasks.numbers_train.number_specs` (seeds 60_000+, never trained on) into
 ``--cache`` (reused when there), decodes them with PyAV, reads the luma plane the pipeline holds and
 scores the committed model on ground-truth boxes jittered like a detector's (each edge up to 6 % of
 the box height). Prints:
@@ -15,7 +15,8 @@ the box height). Prints:
   ~11 boxes, best of ``--repeat`` passes.
 
 Run as a module (a script named numbers.py beside its imports would shadow the standard library's
-``numbers`` module):  nice -n 19 .venv/bin/python -m bench.jersey_numbers [--cache var/numbers-bench] [--clips 6]
+``numbers`` module):
+    nice -n 19 .venv/bin/python -m bench.jersey_numbers [--cache var/numbers-bench] [--clips 6]
 """
 
 from __future__ import annotations
@@ -35,10 +36,8 @@ from infra.synth.people import make_persons
 from tasks.detect_track import DetectParams
 from tasks.detector import detect_batch, load_model
 from tasks.evaluate import iou_matrix
-from tasks.numbers import (
-    MIN_BOX_PX,
-    NUMBER_WEIGHTS,
-    NumberReader,
+from tasks.numbers import MIN_BOX_PX, NUMBER_WEIGHTS, NumberReader, read_numbers
+from tasks.numbers_train import (
     NumberTrainConfig,
     _decoded,
     build_samples,
@@ -46,7 +45,6 @@ from tasks.numbers import (
     frame_luma,
     label_for,
     number_specs,
-    read_numbers,
 )
 
 

@@ -10,18 +10,8 @@ import polars as pl
 import pytest
 
 from infra.synth import GameSpec, render_game
-from tasks.numbers import (
-    CROP_PX,
-    HELDOUT_BASE,
-    NUMBER_WEIGHTS,
-    NumberReader,
-    Samples,
-    clip_samples,
-    evaluate,
-    label_for,
-    number_crops,
-    read_numbers,
-)
+from tasks.numbers import CROP_PX, NUMBER_WEIGHTS, NumberReader, number_crops, read_numbers
+from tasks.numbers_train import HELDOUT_BASE, Samples, clip_samples, evaluate, label_for
 
 # A held-out match (seed in the held-out range, past the bench's clips): 2.4 s at full resolution,
 # where the numbers are drawn; the main rig, a light and a dark kit, two referees.
