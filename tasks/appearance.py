@@ -9,7 +9,10 @@ dropped (:func:`grass_mask`), so a green goalkeeper shirt survives; each band's 
 the per-channel median of what is left, in CIELAB (L in 0..100, a and b in -128..127: perceptual, so
 Euclidean distances are ΔE76 colour differences). The torso also gets a coarse a*b* chroma histogram
 (4 x 4 bins, sums to 1) that separates two-colour kits with the same median, and the share of its
-pixels that were not pitch (a reliability weight: a box mostly of grass says little).
+pixels that were not pitch (a reliability weight: a box mostly of grass says little). The last two
+slots are the jersey number :mod:`tasks.numbers` reads on the torso (0: none readable, or a box under
+its minimum height) and the reader's confidence in it: colour tells the teams apart, the number the
+team-mates.
 
 The vectors read the decoder's YUV planes and convert only the bands' pixels, all boxes of a frame at
 once (~2 ms a 720p frame of 11 players, was ~10 ms; :class:`YuvPlanes`); detect_track computes them
@@ -26,6 +29,8 @@ import av
 import cv2
 import numpy as np
 
+from tasks.numbers import NUMBER_MODEL, read_numbers
+
 # --- appearance vector layout --------------------------------------------------------------------
 
 HIST_BINS: Final = 4
@@ -37,10 +42,13 @@ APPEARANCE_LAYOUT: Final[dict[str, slice]] = {
     "hair_lab": slice(9, 12),
     "torso_hist": slice(12, 12 + HIST_BINS * HIST_BINS),
     "torso_coverage": slice(12 + HIST_BINS * HIST_BINS, 13 + HIST_BINS * HIST_BINS),
+    "number": slice(13 + HIST_BINS * HIST_BINS, 14 + HIST_BINS * HIST_BINS),
+    "number_conf": slice(14 + HIST_BINS * HIST_BINS, 15 + HIST_BINS * HIST_BINS),
 }
-APPEARANCE_DIM: Final = 13 + HIST_BINS * HIST_BINS
+APPEARANCE_DIM: Final = 15 + HIST_BINS * HIST_BINS
 APPEARANCE_MODEL: Final = (
-    f"lab-bands-v1 ({APPEARANCE_DIM}-d: torso/shorts/skin/hair CIELAB medians + ab histogram)"
+    f"lab-bands-v2 ({APPEARANCE_DIM}-d: torso/shorts/skin/hair CIELAB medians + ab histogram"
+    f" + jersey number read by {NUMBER_MODEL})"
 )
 
 # Bands as fractions of the box height (top = 0), for an upright person whose box runs from the top of
@@ -262,8 +270,23 @@ def _box_vectors(
     return _band_vectors(bgr, band, len(boxes), pitch)
 
 
+def _read_numbers(image: YuvPlanes | np.ndarray, boxes: np.ndarray, vectors: np.ndarray) -> None:
+    """Fill the number slots of ``vectors`` with :func:`tasks.numbers.read_numbers` of ``boxes``. The
+    reader reads the luma plane; a BGR frame's is made as the decoder's (BT.601, limited range)."""
+    if isinstance(image, YuvPlanes):
+        luma = image.y
+    else:
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        luma = np.rint(16.0 + gray * (219.0 / 255.0)).astype(np.uint8)
+    numbers, confidence = read_numbers(luma, boxes)
+    vectors[:, APPEARANCE_LAYOUT["number"].start] = numbers
+    vectors[:, APPEARANCE_LAYOUT["number_conf"].start] = confidence
+
+
 def appearance_vector(crop_bgr: np.ndarray, pitch: PitchColour | None = None) -> np.ndarray:
-    """The appearance vector of one person crop (BGR, the whole box); see :data:`APPEARANCE_LAYOUT`."""
+    """The colours of one person crop (BGR, the whole box); see :data:`APPEARANCE_LAYOUT`. The number
+    slots stay 0 (none read): the reader's torso square is wider than a box, and a crop has nothing
+    around it (:func:`appearance_vectors` reads the number in the frame)."""
     if crop_bgr.size == 0:
         return np.zeros(APPEARANCE_DIM, np.float32)
     h, w = crop_bgr.shape[:2]
@@ -282,8 +305,9 @@ def appearance_vectors(
     The one place both embed (decoding) and detect_track (while its frame is in memory) compute them,
     both from :func:`appearance_image` of the decoded frame (its :class:`YuvPlanes`, or for unusual
     footage its BGR array), so the two give the same bits; the planes' pixels are converted exactly
-    as swscale converts the whole frame to BGR, so either gives the vectors of the BGR frame. Boxes
-    are clipped to the frame; a box under 4 x 8 pixels gets None.
+    as swscale converts the whole frame to BGR, so either gives the colours of the BGR frame (the
+    number's confidence from a BGR frame differs by up to ~0.04: its luma is re-derived). Boxes are
+    clipped to the frame for the colours; a box under 4 x 8 pixels gets None.
     """
     boxes = list(boxes)
     if not boxes:
@@ -294,5 +318,8 @@ def appearance_vectors(
     if not any(usable):
         return [None] * len(boxes)
     pitch = pitch_colour(image)
-    vectors = iter(_box_vectors(image, [box for box, ok in zip(clipped, usable, strict=True) if ok], pitch))
-    return [next(vectors) if ok else None for ok in usable]
+    vectors = _box_vectors(image, [box for box, ok in zip(clipped, usable, strict=True) if ok], pitch)
+    kept = [box for box, ok in zip(boxes, usable, strict=True) if ok]
+    _read_numbers(image, np.asarray(kept, np.float64), vectors)  # the whole box, not the clipped one
+    rows = iter(vectors)
+    return [next(rows) if ok else None for ok in usable]

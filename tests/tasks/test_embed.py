@@ -42,6 +42,8 @@ from tests.fixtures.identities import EpisodeCase, GameCase
 
 GRASS = (58, 128, 48)  # BGR of the synthetic pitch
 RED, KEEPER_GREEN = (40, 40, 200), (60, 200, 120)
+COLOURS = APPEARANCE_LAYOUT["number"].start  # the colour slots come first
+NUMBER, NUMBER_CONF = APPEARANCE_LAYOUT["number"].start, APPEARANCE_LAYOUT["number_conf"].start
 
 
 def _player(shirt: tuple[int, int, int], h: int = 80, w: int = 30) -> np.ndarray:
@@ -79,12 +81,12 @@ def test_a_green_keeper_shirt_is_not_taken_for_grass_once_the_pitch_colour_is_kn
 
 
 def test_vectors_from_the_yuv_planes_equal_those_of_swscales_bgr_frame(identity_game: GameCase) -> None:
-    """detect_track and embed convert only the bands' pixels of the decoder's planes: the vectors are
+    """detect_track and embed convert only the bands' pixels of the decoder's planes: the colours are
     those of the whole frame converted to BGR (as they were computed before), and a frame's boxes
-    computed together equal each crop computed alone."""
+    computed together equal each crop computed alone; the number read is the same either way."""
     truth = identity_game.truth
     wanted = sorted(set(truth["frame"].to_list()))[::40][:6]
-    compared = 0
+    compared = read = 0
     for index, frame in decoded_frames(str(identity_game.clip.video_path), wanted):
         bgr, planes = frame.to_ndarray(format="bgr24"), appearance_image(frame)
         assert isinstance(planes, YuvPlanes)
@@ -99,12 +101,18 @@ def test_vectors_from_the_yuv_planes_equal_those_of_swscales_bgr_frame(identity_
             assert (from_planes is None) == (from_bgr is None)
             if from_planes is None or from_bgr is None:
                 continue
-            np.testing.assert_allclose(from_planes, from_bgr, atol=1e-4)
+            np.testing.assert_allclose(from_planes[:COLOURS], from_bgr[:COLOURS], atol=1e-4)
+            assert from_planes[NUMBER] == from_bgr[NUMBER]
+            assert abs(from_planes[NUMBER_CONF] - from_bgr[NUMBER_CONF]) < 0.05
             x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
             x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-            np.testing.assert_allclose(appearance_vector(bgr[y1:y2, x1:x2], pitch), from_bgr, atol=1e-4)
+            alone = appearance_vector(bgr[y1:y2, x1:x2], pitch)
+            np.testing.assert_allclose(alone[:COLOURS], from_bgr[:COLOURS], atol=1e-4)
+            assert alone[NUMBER] == alone[NUMBER_CONF] == 0.0  # a crop alone is not read
             compared += 1
+            read += bool(from_planes[NUMBER] > 0)
     assert compared > 30
+    assert read >= 4  # 5 of them read a number: the comparison covers reads, not only "none"
 
 
 def test_only_even_bt601_yuv420p_frames_are_read_as_planes_and_all_give_swscales_vectors() -> None:
