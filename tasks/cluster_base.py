@@ -68,6 +68,15 @@ class ClusterParams(BaseModel):
         default=20.0, description="Games: a track this much taller than those around it holds two people."
     )
     stature_weight: float = Field(default=1.5, ge=0, description="Games: cost per percent of stature.")
+    number_min_conf: float = Field(
+        default=0.9, ge=0, le=1, description="Games: a jersey-number read this confident is evidence."
+    )
+    number_min_reads: int = Field(
+        default=2, ge=1, description="Games: confident reads a track (or stretch) needs to have a number."
+    )
+    number_share: float = Field(
+        default=0.7, gt=0.5, le=1, description="Games: share of a track's confident reads its number needs."
+    )
     gap_cost_per_s: float = Field(default=0.5, ge=0, description="Games: cost per second of gap.")
     face_distance: float = Field(default=0.5, gt=0, description="Episodes: average-linkage cut (Euclidean).")
     outlier_votes: float = Field(

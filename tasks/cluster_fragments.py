@@ -14,6 +14,8 @@ from scipy.optimize import linear_sum_assignment
 
 from tasks.cluster_base import ClusterParams, Identity, TrackInfo
 
+NUMBER_CONFLICT = 1e6  # two tracks read with different shirt numbers are two players
+
 
 def motion_excess(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
     """Box heights by which the jump from ``a``'s end to ``b``'s start beats a sprint (0 if plausible)."""
@@ -55,6 +57,11 @@ def crosses_picture(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> bool:
 def link_cost(a: TrackInfo, b: TrackInfo, appearance: float, params: ClusterParams) -> float:
     """Cost of ``b`` continuing ``a`` (``a`` ends before ``b`` starts); see the module docstring."""
     gap = max(0.0, b.start - a.end)
+    number_a, number_b = a.features.get("number"), b.features.get("number")
+    if number_a is not None and number_b is not None:
+        if int(number_a[0]) != int(number_b[0]):
+            return NUMBER_CONFLICT
+        appearance = 0.0  # one shirt number: the look has nothing to add
     cost = appearance + params.gap_cost_per_s * gap
     if "stature" in a.features and "stature" in b.features:
         cost += params.stature_weight * abs(float(a.features["stature"][0] - b.features["stature"][0]))

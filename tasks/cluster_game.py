@@ -34,8 +34,22 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   (``max_speed_heights_s`` per second + ``motion_slack_heights``): ``motion_soft`` for a jump as
   large as that, ``motion_weight`` per height beyond it (no motion term past ``max_gap_s``). All
   links are chosen together (Hungarian assignment, an unlinked end costing ``merge_max_cost`` =
-  28), so one ambiguous pair cannot steal the links that make two others right. Jersey numbers are
-  not read.
+  28), so one ambiguous pair cannot steal the links that make two others right.
+* *Jersey numbers.* Every sample carries the number :mod:`tasks.numbers` read on its torso and the
+  reader's confidence (the appearance vector's last two slots). A track — or a stretch of one, see
+  below — has a number when at least ``number_min_reads`` = 2 of its reads at confidence
+  ``number_min_conf`` = 0.9 or more agree and make ``number_share`` = 70 % of them; a track whose
+  confident reads switch from one number to another is cut there (as at a kit switch, below). Two
+  tracks with different numbers are never chained (they are two players); two with the same number
+  are chained on gap, stature and motion alone (their looks have nothing to add); and after the
+  chaining, player identities of one team whose tracks read one number are one player. Colour tells
+  the teams apart; within a team the look (skin, hair, build) is weak, and a player who leaves the
+  picture and comes back is otherwise chained by it alone. The reader's confident reads on the
+  quality sets are 99.3-99.7 % right. On 20 s clips the figures hardly move (players over 3 % 2 / 8 /
+  5, identity IDF1 0.962 / 0.949 / 0.959 -> 0.962 / 0.950 / 0.960, one count 16 -> 14 for 15); on
+  60 s clips (``--duration 60``), with more exits and re-entries, players over 3 % 23 -> 13 and
+  17 -> 17 of 78, identity IDF1 0.887 / 0.887 -> 0.920 / 0.924, and the count of players is within
+  ±10 % of the truth on all ten clips (five were out, up to 9 players for 7).
 * *Hand-overs.* When the tracker loses a player and starts a new track on them, the old track
   often keeps a box on them for a few frames more, so the new track starts before the old one
   ends. A track may therefore continue one that ends up to ``overlap_tolerance_s`` = 1 s (5 rows at
@@ -148,6 +162,7 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -366,10 +381,76 @@ def _box(row: np.ndarray) -> np.ndarray:
     return np.array([row[1], row[2] - row[3], row[1], row[2]])
 
 
+def sample_numbers(vectors: np.ndarray, params: ClusterParams) -> list[int | None]:
+    """Each sample's jersey number where it was read with ``number_min_conf`` or more (else None)."""
+    where = APPEARANCE_LAYOUT["number_conf"].start
+    if vectors.ndim != 2 or vectors.shape[1] <= where:
+        return [None] * len(vectors)
+    number = vectors[:, APPEARANCE_LAYOUT["number"]].ravel()
+    confidence = vectors[:, APPEARANCE_LAYOUT["number_conf"]].ravel()
+    return [
+        round(float(n)) if n >= 0.5 and c >= params.number_min_conf else None
+        for n, c in zip(number, confidence, strict=True)
+    ]
+
+
+def dominant_number(reads: Sequence[int | None], params: ClusterParams) -> int | None:
+    """A track's (or stretch's) jersey number: the one most of its confident reads agree on."""
+    confident = [r for r in reads if r is not None]
+    if len(confident) < params.number_min_reads:
+        return None
+    number, count = Counter(confident).most_common(1)[0]
+    return number if count >= params.number_share * len(confident) else None
+
+
+def number_sides(
+    side: tuple[float, float, str], times: np.ndarray, reads: Sequence[int | None], params: ClusterParams
+) -> list[tuple[float, float, str]]:
+    """``side`` (a time range of a track and its team) cut wherever its confident number reads switch
+    from one number to another (:func:`team_switch` on the reads), recursively."""
+    lo, hi, team = side
+    inside = [i for i in range(len(times)) if lo < times[i] < hi and reads[i] is not None]
+    if len(inside) < 2 * params.number_min_reads:
+        return [side]
+    switch = team_switch(
+        times[inside], [str(reads[i]) for i in inside], params.number_min_reads, params.number_share
+    )
+    if switch is None:
+        return [side]
+    cut = switch[0]
+    return [
+        *number_sides((lo, cut, team), times, reads, params),
+        *number_sides((cut, hi, team), times, reads, params),
+    ]
+
+
+def merge_by_number(identities: list[Identity], infos: dict[int, TrackInfo]) -> list[Identity]:
+    """Player identities of one team and angle whose tracks read one shirt number (most samples' of
+    the identity's numbered tracks) are one player, whatever the chaining said of their gaps."""
+    out: list[Identity] = []
+    seen: dict[tuple[str, str | None, int], Identity] = {}
+    for identity in identities:
+        votes: Counter[int] = Counter()
+        for t in identity.tracks:
+            number = infos[t].features.get("number")
+            if number is not None:
+                votes[int(number[0])] += infos[t].samples
+        if identity.kind != "player" or not votes:
+            out.append(identity)
+            continue
+        key = (infos[min(identity.tracks)].angle, identity.team, votes.most_common(1)[0][0])
+        if key in seen:
+            seen[key].tracks |= identity.tracks
+        else:
+            seen[key] = identity
+            out.append(identity)
+    return out
+
+
 def split_stretches(
     infos: dict[int, TrackInfo],
     team_of: dict[int, str | None],
-    samples: dict[int, tuple[np.ndarray, np.ndarray, list[str | None]]],
+    samples: dict[int, tuple[np.ndarray, np.ndarray, list[str | None], list[int | None]]],
     params: ClusterParams,
     first_id: int,
     whole: set[int],
@@ -386,13 +467,14 @@ def split_stretches(
         if kit is None:
             continue
         info = infos[tid]
-        times, vectors, votes = samples[tid]
+        times, vectors, votes, reads = samples[tid]
         switch = team_switch(times, votes, params.min_track_rows)
         sides = (
             [(-np.inf, np.inf, kit)]
             if switch is None
             else [(-np.inf, switch[0], switch[1]), (switch[0], np.inf, switch[2])]
         )
+        sides = [part for side in sides for part in number_sides(side, times, reads, params)]
         pieces = []
         for lo, hi, side in sides:
             rows = np.flatnonzero((info.path[:, 0] > lo) & (info.path[:, 0] < hi))
@@ -402,15 +484,23 @@ def split_stretches(
                 pieces.append((rows[a], rows[b - 1] + 1, side))
 
         def piece(
-            a: int, b: int, info: TrackInfo = info, times: np.ndarray = times, vectors: np.ndarray = vectors
+            a: int,
+            b: int,
+            info: TrackInfo = info,
+            times: np.ndarray = times,
+            vectors: np.ndarray = vectors,
+            reads: list[int | None] = reads,
         ) -> TrackInfo:
             path = info.path[a:b]
             seen = (times >= path[0, 0] - 1e-6) & (times <= path[-1, 0] + 1e-6)
             features = {
-                **info.features,
+                **{k: v for k, v in info.features.items() if k != "number"},
                 "look": _look(np.median(vectors[seen], axis=0), params),
                 "look_samples": np.array([int(seen.sum())]),
             }
+            number = dominant_number([r for r, s in zip(reads, seen, strict=True) if s], params)
+            if number is not None:
+                features["number"] = np.array([number])
             return TrackInfo(
                 info.angle, path[0, 0], path[-1, 0], b - a, _box(path[0]), _box(path[-1]), features, path
             )
@@ -486,10 +576,15 @@ def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: Cluster
                 extra.append(Identity("referee" if rank == 0 else "other", members, confidence=0.5))
     identities: list[Identity] = []
     votes = sample_teams(sample_kit, centres, params)
+    numbers = sample_numbers(vectors, params)
     samples = {
-        int(t): (sample_times[rows], vectors[rows], [votes[i] for i in rows])
+        int(t): (sample_times[rows], vectors[rows], [votes[i] for i in rows], [numbers[i] for i in rows])
         for t, rows in zip(track_ids, rows_of, strict=True)
     }
+    for t, rows in zip(track_ids, rows_of, strict=True):
+        number = dominant_number([numbers[i] for i in rows], params)
+        if number is not None:
+            infos[int(t)].features["number"] = np.array([number])
 
     two_people = {
         t for t, kit in team_of.items() if kit is not None and heights.get(t, 0.0) > params.max_stature
@@ -514,6 +609,7 @@ def cluster_game(embeddings: pl.DataFrame, tracks: pl.DataFrame, params: Cluster
     for k, members in regroup(chains, owner, pieces):
         conf = float(np.mean([confidence[t] for t in members]))
         identities.append(Identity("player", members, team=chain_team[k], confidence=conf))
+    identities = merge_by_number(identities, infos)
     identities = absorb_shadows(identities, infos, params)
     identities = stand_on_players(identities, sorted(two_people), team_of, confidence, infos, params)
     return attach_tiny(identities + extra, sorted(tiny, key=lambda t: infos[t].start), infos, params)

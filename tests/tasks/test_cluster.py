@@ -41,24 +41,40 @@ from tests.fixtures.identities import (
 )
 
 RED, BLUE, BLACK = (45.0, 60.0, 45.0), (40.0, 10.0, -50.0), (15.0, 0.0, 0.0)
-HEADS = [(30.0, 10.0, 20.0), (60.0, 15.0, 25.0), (20.0, 5.0, 5.0), (70.0, 10.0, 15.0)]
+HEADS = [(30.0, 10.0, 20.0), (60.0, 15.0, 25.0), (20.0, 5.0, 5.0), (70.0, 10.0, 15.0), (90.0, 30.0, 40.0)]
 
 
 def _vector(
-    kit: tuple[float, float, float], head: tuple[float, float, float], rng: np.random.Generator
+    kit: tuple[float, float, float],
+    head: tuple[float, float, float],
+    rng: np.random.Generator,
+    number: int = 0,
+    confidence: float = 1.0,
 ) -> list[float]:
     v = np.zeros(APPEARANCE_DIM, np.float32)
     v[APPEARANCE_LAYOUT["torso_lab"]] = np.asarray(kit) + rng.normal(0, 2, 3)
     v[APPEARANCE_LAYOUT["skin_lab"]] = np.asarray(head) + rng.normal(0, 1.5, 3)
     v[APPEARANCE_LAYOUT["shorts_lab"]] = (90.0, 0.0, 0.0)
     v[APPEARANCE_LAYOUT["torso_coverage"]] = 0.9
+    v[APPEARANCE_LAYOUT["number"]] = number
+    v[APPEARANCE_LAYOUT["number_conf"]] = confidence
     return v.tolist()
 
 
-class _Game:
-    """Hand-made tracks and embeddings: (track_id, kit, head, start_s, end_s, x)."""
+# The jersey number a track's samples read: one number throughout, or (switch_s, before, after)
+Numbers = dict[int, int | tuple[float, int, int]]
 
-    def __init__(self, spec: list[tuple[int, tuple[float, float, float], int, float, float, float]]) -> None:
+
+class _Game:
+    """Hand-made tracks and embeddings: (track_id, kit, head, start_s, end_s, x); ``numbers`` gives
+    the jersey number read (confidence 0.97) on each sample of a track (none where not given)."""
+
+    def __init__(
+        self,
+        spec: list[tuple[int, tuple[float, float, float], int, float, float, float]],
+        numbers: Numbers | None = None,
+    ) -> None:
+        numbers = numbers or {}
         rng = np.random.default_rng(0)
         tracks, embeddings = [], []
         for tid, kit, head, start, end, x in spec:
@@ -68,13 +84,16 @@ class _Game:
                     {"angle": "main", "track_id": tid, "frame": k * 5, "time_s": k / 5, **box, "conf": 0.9}
                 )
                 if k % 2 == 0:
+                    read = numbers.get(tid, 0)
+                    if isinstance(read, tuple):
+                        read = read[1] if k / 5 < read[0] else read[2]
                     embeddings.append(
                         {
                             "angle": "main",
                             "track_id": tid,
                             "frame": k * 5,
                             "kind": "appearance",
-                            "vector": _vector(kit, HEADS[head], rng),
+                            "vector": _vector(kit, HEADS[head], rng, read, 0.97 if read else 1.0),
                             "face_x1": None,
                             "face_y1": None,
                             "face_x2": None,
@@ -131,6 +150,81 @@ def test_fragments_of_one_player_merge_but_team_mates_do_not(game: _Game) -> Non
     groups = sorted(sorted(ts) for ts in identities["track_ids"].to_list())
     assert groups == [[1, 2], [3], [4], [5, 6], [7]]
     assert identities["identity_id"].to_list() == [1, 2, 3, 4, 5]
+
+
+def test_two_numbers_are_two_players_however_alike_they_look() -> None:
+    """The fixture's red player 0 re-found 0.4 s later 10 px away is one player by look and motion;
+    if the two tracks read different shirt numbers, they are two team-mates (a look-alike took over)."""
+    spec = [(1, RED, 0, 0, 4, 100), (2, RED, 0, 4.4, 10, 110), (3, BLUE, 2, 0, 10, 700)]
+    assert sorted(sorted(ts) for ts in _Game(spec).identities()["track_ids"].to_list()) == [[1, 2], [3]]
+    read = _Game(spec, numbers={1: 7, 2: 9, 3: 4}).identities()
+    assert sorted(sorted(ts) for ts in read["track_ids"].to_list()) == [[1], [2], [3]]
+
+
+def test_one_number_is_one_player_whatever_the_look_says() -> None:
+    """A player who comes back looking different (his skin and hair in another light: a look distance
+    past ``merge_max_cost``) is another player by look; reading his number on both tracks joins them,
+    and a team-mate with another number stays apart."""
+    spec = [
+        (1, RED, 0, 0, 3, 100),
+        (2, RED, 4, 5, 10, 160),
+        (3, RED, 2, 0, 10, 500),
+        (4, BLUE, 3, 0, 10, 800),
+    ]
+    unread = _by_track(_Game(spec).identities())
+    assert unread[1]["identity_id"] != unread[2]["identity_id"]
+    read = _by_track(_Game(spec, numbers={1: 10, 2: 10, 3: 11}).identities())
+    assert read[1]["identity_id"] == read[2]["identity_id"] != read[3]["identity_id"]
+    assert read[1]["kind"] == "player" and read[1]["team"] == read[3]["team"]
+
+
+def test_identities_reading_one_number_are_one_player_where_no_link_could_join_them() -> None:
+    """Number 10 leaves by the left edge and is seen again at the right 0.5 s later: no link crosses
+    the picture unseen, so the chaining leaves two players; one number in one team makes them one."""
+    spec = [
+        (1, RED, 0, 0, 3, 100),
+        (2, RED, 0, 3.5, 10, 1200),
+        (3, RED, 2, 0, 10, 500),
+        (4, BLUE, 3, 0, 10, 800),
+    ]
+    unread = _by_track(_Game(spec).identities())
+    assert unread[1]["identity_id"] != unread[2]["identity_id"]
+    read = _by_track(_Game(spec, numbers={1: 10, 2: 10, 3: 11, 4: 10}).identities())
+    assert read[1]["identity_id"] == read[2]["identity_id"] != read[3]["identity_id"]
+    assert read[4]["identity_id"] != read[1]["identity_id"]  # the other team's number 10
+
+
+def test_a_track_whose_number_switches_is_cut_where_it_does() -> None:
+    """The tracker swapped two team-mates without a gap: track 1 reads 7, then 9 from 5 s. Number 9's
+    own track ends there, number 7's starts there; cut at the switch, each part chains to its player,
+    so two players are seen for the whole clip, not three."""
+    spec = [
+        (1, RED, 0, 0, 10, 100),
+        (2, RED, 0, 0, 4.8, 130),  # number 9 until the swap ...
+        (3, RED, 0, 5.2, 10, 120),  # ... number 7 after it
+        (4, BLUE, 3, 0, 10, 800),
+    ]
+    numbers: Numbers = {1: (5.0, 7, 9), 2: 9, 3: 7, 4: 4}
+    by_track = _by_track(_Game(spec, numbers=numbers).identities())
+    players = {row["identity_id"] for t, row in by_track.items() if t != 4}
+    assert len(players) == 2
+    assert by_track[2]["identity_id"] != by_track[3]["identity_id"]
+    assert by_track[1]["identity_id"] in {by_track[2]["identity_id"], by_track[3]["identity_id"]}
+
+
+def test_reads_below_the_confidence_floor_are_not_evidence() -> None:
+    """Two look-alike fragments read 7 and 9 at confidence 0.5: not trusted, they chain as unread."""
+    spec = [(1, RED, 0, 0, 4, 100), (2, RED, 0, 4.4, 10, 110), (3, BLUE, 2, 0, 10, 700)]
+    game = _Game(spec, numbers={1: 7, 2: 9})
+    weak = game.embeddings.with_columns(
+        pl.col("vector").list.eval(
+            pl.when(pl.int_range(pl.len()) == APPEARANCE_LAYOUT["number_conf"].start)
+            .then(pl.lit(0.5, pl.Float32))
+            .otherwise(pl.element())
+        )
+    )
+    found = cluster_tracks(weak, game.tracks, event_kind="game", corrections=[])
+    assert sorted(sorted(ts) for ts in found["track_ids"].to_list()) == [[1, 2], [3]]
 
 
 def test_a_short_shadow_on_a_team_mate_joins_them_but_a_brief_player_elsewhere_does_not() -> None:
