@@ -32,7 +32,7 @@ import polars as pl
 
 from infra.synth import GameSpec, render_game
 from infra.synth.people import make_persons
-from infra.synth.spec import NAMED_COLORS, AngleSpec, CameraPreset
+from infra.synth.spec import CameraPreset, varied_game
 from tasks.appearance import YuvPlanes, appearance_image
 from tasks.detector import MODELS_DIR
 from tasks.numbers import CROP_PX, MIN_BOX_PX, NUM_CLASSES, NUMBER_MODEL, NumberReader, number_crops
@@ -82,31 +82,13 @@ def number_specs(config: NumberTrainConfig, split: str) -> list[GameSpec]:
     rng = random.Random(f"numbers-{config.seed}-{split}")
     count = config.train_clips if split == "train" else config.heldout_clips
     base = TRAIN_BASE if split == "train" else HELDOUT_BASE
-    colours = [c for c in NAMED_COLORS if c != "green"]
-    presets = [
-        CameraPreset.MAIN,
-        CameraPreset.MAIN,
-        CameraPreset.TIGHT,
-        CameraPreset.REVERSE,
-        CameraPreset.WIDE,
-    ]
-    specs = []
-    for i in range(count):
-        home, away = rng.sample(colours, 2)
-        specs.append(
-            GameSpec(
-                name=f"num-{split}{i}",
-                duration_s=config.clip_seconds,
-                players_per_team=rng.randint(5, 11),
-                referees=rng.randint(1, 3),
-                home_color=home,
-                away_color=away,
-                camera_motion=rng.uniform(0.3, 2.0),
-                seed=base + config.seed * 1000 + i,
-                angles=(AngleSpec(preset=presets[i % len(presets)]),),
-            )
+    rigs = [CameraPreset.MAIN, CameraPreset.MAIN, CameraPreset.TIGHT, CameraPreset.REVERSE, CameraPreset.WIDE]
+    return [
+        varied_game(
+            rng, f"num-{split}{i}", config.clip_seconds, base + config.seed * 1000 + i, rigs[i % len(rigs)]
         )
-    return specs
+        for i in range(count)
+    ]
 
 
 def label_for(role: str, number: int, visible: float, box_h: float, height_m: float) -> int | None:

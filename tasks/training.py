@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from infra.synth import GameSpec, iter_game_frames
-from infra.synth.spec import NAMED_COLORS, AngleSpec, CameraPreset
+from infra.synth.spec import varied_game
 from tasks.detector import MODELS_DIR, ensure_offline
 
 MIN_VISIBLE = 0.3  # people hidden more than this are not labelled (they are ignored in evaluation too)
@@ -51,25 +51,10 @@ def clip_specs(config: TrainConfig, split: str) -> list[GameSpec]:
     rng = random.Random(f"{config.seed}-{split}")
     count = config.train_clips if split == "train" else config.val_clips
     base = 10_000 if split == "train" else 90_000
-    colours = [c for c in NAMED_COLORS if c not in ("green",)]
-    specs = []
-    for i in range(count):
-        home, away = rng.sample(colours, 2)
-        specs.append(
-            GameSpec(
-                name=f"{split}{i}",
-                duration_s=config.clip_seconds,
-                fps=25,
-                players_per_team=rng.randint(5, 11),
-                referees=rng.randint(1, 3),
-                home_color=home,
-                away_color=away,
-                camera_motion=rng.uniform(0.3, 2.0),
-                seed=base + config.seed * 1000 + i,
-                angles=(AngleSpec(preset=rng.choice(list(CameraPreset))),),
-            )
-        )
-    return specs
+    return [
+        varied_game(rng, f"{split}{i}", config.clip_seconds, base + config.seed * 1000 + i)
+        for i in range(count)
+    ]
 
 
 def _yolo_lines(boxes: np.ndarray, width: int, height: int) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -150,6 +151,28 @@ def default_angles(count: int, offset_s: float) -> tuple[AngleSpec, ...]:
             offset_s=i * offset_s,
         )
         for i in range(count)
+    )
+
+
+def varied_game(
+    rng: random.Random, name: str, duration_s: float, seed: int, preset: CameraPreset | None = None
+) -> GameSpec:
+    """A match for a training set: its kits (never green, the pitch's colour), squad sizes, referees,
+    camera motion and, unless ``preset`` is given, its rig are drawn from ``rng`` (in that order)."""
+    home, away = rng.sample([c for c in NAMED_COLORS if c != "green"], 2)
+    players, referees = rng.randint(5, 11), rng.randint(1, 3)
+    motion = rng.uniform(0.3, 2.0)
+    rig = rng.choice(list(CameraPreset)) if preset is None else preset
+    return GameSpec(
+        name=name,
+        duration_s=duration_s,
+        players_per_team=players,
+        referees=referees,
+        home_color=home,
+        away_color=away,
+        camera_motion=motion,
+        seed=seed,
+        angles=(AngleSpec(preset=rig),),
     )
 
 
