@@ -165,6 +165,22 @@ def team_switch(
     return None if best is None else best[1]
 
 
+def label_switches(times: np.ndarray, labels: Sequence[str], min_samples: int, share: float) -> list[float]:
+    """Every time a (time-sorted) sequence of labels clearly switches from one label to another:
+    :func:`team_switch`'s best cut, then the same on each side of it, recursively."""
+    switch = team_switch(times, labels, min_samples, share)
+    if switch is None:
+        return []
+    left = times < switch[0]
+    before = [v for v, k in zip(labels, left, strict=True) if k]
+    after = [v for v, k in zip(labels, left, strict=True) if not k]
+    return [
+        *label_switches(times[left], before, min_samples, share),
+        switch[0],
+        *label_switches(times[~left], after, min_samples, share),
+    ]
+
+
 def _winners(chains: list[set[int]], owner: dict[int, int], infos: dict[int, TrackInfo]) -> dict[int, int]:
     """For every track, the index of the chain holding most of its rows (the first of equals)."""
     best: dict[int, tuple[int, int]] = {}

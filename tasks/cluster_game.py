@@ -164,6 +164,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 import polars as pl
@@ -180,6 +181,7 @@ from tasks.cluster_base import (
 from tasks.cluster_fragments import (
     absorb_shadows,
     attach_tiny,
+    label_switches,
     merge_fragments,
     regroup,
     stand_on_players,
@@ -407,21 +409,13 @@ def number_sides(
     side: tuple[float, float, str], times: np.ndarray, reads: Sequence[int | None], params: ClusterParams
 ) -> list[tuple[float, float, str]]:
     """``side`` (a time range of a track and its team) cut wherever its confident number reads switch
-    from one number to another (:func:`team_switch` on the reads), recursively."""
+    from one number to another (:func:`label_switches` on the reads)."""
     lo, hi, team = side
     inside = [i for i in range(len(times)) if lo < times[i] < hi and reads[i] is not None]
-    if len(inside) < 2 * params.number_min_reads:
-        return [side]
-    switch = team_switch(
+    cuts = label_switches(
         times[inside], [str(reads[i]) for i in inside], params.number_min_reads, params.number_share
     )
-    if switch is None:
-        return [side]
-    cut = switch[0]
-    return [
-        *number_sides((lo, cut, team), times, reads, params),
-        *number_sides((cut, hi, team), times, reads, params),
-    ]
+    return [(a, b, team) for a, b in pairwise([lo, *cuts, hi])]
 
 
 def merge_by_number(identities: list[Identity], infos: dict[int, TrackInfo]) -> list[Identity]:
