@@ -39,7 +39,9 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   reader's confidence (the appearance vector's last two slots). A track — or a stretch of one, see
   below — has a number when at least ``number_min_reads`` = 2 of its reads at confidence
   ``number_min_conf`` = 0.9 or more agree and make ``number_share`` = 70 % of them; a track whose
-  confident reads switch from one number to another is cut there (as at a kit switch, below). Two
+  confident reads switch from one number to another is cut there (as at a kit switch, below: such a
+  cut steers the chaining only). :mod:`tasks.link` has already cut the tracks where the reads of
+  every analysed frame switch; these cuts see embed's sparser samples, within stretches. Two
   tracks with different numbers are never chained (they are two players); two with the same number
   are chained on gap, stature and motion alone (their looks have nothing to add); and after the
   chaining, player identities of one team whose tracks read one number are one player. Colour tells

@@ -1,13 +1,15 @@
-"""tasks.untangle, through link_tracks: tracks swapped where a player hid or in a chain of crossings."""
+"""tasks.untangle, through link_tracks: tracks swapped where a player hid or in a chain of crossings,
+and tracks cut where their jersey numbers switch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import polars as pl
 
 from storage.schemas import polars_schema
-from tasks.appearance import APPEARANCE_DIM
+from tasks.appearance import APPEARANCE_DIM, APPEARANCE_LAYOUT
 from tasks.detect_track import DETECTION_COLUMNS
 from tasks.link import LinkParams, link_tracks
 from tests.fixtures.tables import detection_rows
@@ -21,17 +23,26 @@ RED: Look = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0, 60.0, 35.0, 45.0, 45.0, 40.0, 35.
 Row = tuple[int, int, float, Look]  # frame, track, x, the true player's look
 
 
-def _scene(rows: list[Row]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Tracked rows (30 x 80 boxes at ``x``) and their appearance."""
+def _scene(
+    rows: list[Row], read: Callable[[Row], tuple[int, float]] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Tracked rows (30 x 80 boxes at ``x``) and their appearance; ``read`` gives each row's jersey
+    number read and its confidence (none without it)."""
     detections = pl.DataFrame(
         [{**detection_rows(0, t, range(f, f + 1), x, dx=0.0)[0], "track_id": t} for f, t, x, _ in rows],
         schema={**DETECTION_COLUMNS, "track_id": pl.Int64},
     )
-    vectors = [
-        {"angle": "main", "frame": f, "x1": x, "y1": 100.0, "x2": x + 30, "y2": 180.0}
-        | {"vector": list(look) + [0.0] * (APPEARANCE_DIM - len(look))}
-        for f, _, x, look in rows
-    ]
+    vectors = []
+    for row in rows:
+        f, _, x, look = row
+        vector = list(look) + [0.0] * (APPEARANCE_DIM - len(look))
+        if read is not None:
+            number, confidence = read(row)
+            vector[APPEARANCE_LAYOUT["number"].start] = float(number)
+            vector[APPEARANCE_LAYOUT["number_conf"].start] = confidence
+        vectors.append(
+            {"angle": "main", "frame": f, "x1": x, "y1": 100.0, "x2": x + 30, "y2": 180.0, "vector": vector}
+        )
     return detections, pl.DataFrame(vectors, schema=polars_schema("appearance"))
 
 
@@ -91,3 +102,56 @@ def test_one_pass_over_the_crossings_leaves_the_first_swap_of_a_chain() -> None:
     rows = _chain()
     out = link_tracks(*_scene(rows), replace(LinkParams(), untangle_passes=1))
     assert len(_tracks_of(out, rows, PALE, range(24, 32))) > 1
+
+
+# two team-mates who look alike (one kit, PALE's skin and hair): only their numbers tell them apart
+def _twins(swapped: bool) -> list[Row]:
+    """Player 5 (walking right from x 0) and player 6 (walking left from x 404) cross at frame 25; track 1
+    follows 5, track 2 follows 6, the tracker swapping them from frame 26 on when ``swapped``."""
+
+    def track(first: int, f: int) -> int:
+        return 3 - first if swapped and f > 25 else first
+
+    return [(f, track(1, f), 8.0 * f, PALE) for f in range(50)] + [
+        (f, track(2, f), 404.0 - 8.0 * f, PALE) for f in range(50)
+    ]
+
+
+def _player(row: Row) -> int:
+    frame, _, x, _ = row
+    return 5 if x == 8.0 * frame else 6
+
+
+def _tracks_of_player(out: pl.DataFrame, number: int, skip: range = range(0)) -> set[int]:
+    """The track ids ``out`` gives player ``number``'s rows (outside the ``skip`` frames)."""
+    path = (lambda f: 8.0 * f) if number == 5 else (lambda f: 404.0 - 8.0 * f)
+    return {
+        int(t)
+        for f, x, t in out.select("frame", "x1", "track_id").iter_rows()
+        if x == path(f) and f not in skip
+    }
+
+
+def test_a_track_is_cut_where_its_jersey_number_switches() -> None:
+    rows = _twins(swapped=True)
+    out = link_tracks(*_scene(rows, lambda row: (_player(row), 0.97)))
+    five, six = (_tracks_of_player(out, n, range(24, 28)) for n in (5, 6))
+    assert not five & six  # no track holds both players
+    assert len(five) == len(six) == 2  # each: his own track up to the swap, a part of the other's after
+
+
+def test_doubtful_number_reads_cut_nothing() -> None:
+    # the same swap read at confidence 0.8 (under number_min_conf): the look-alikes stay swapped
+    rows = _twins(swapped=True)
+    detections, appearance = _scene(rows, lambda row: (_player(row), 0.8))
+    assert link_tracks(detections, appearance)["track_id"].to_list() == detections["track_id"].to_list()
+
+
+def test_one_read_of_another_number_does_not_cut_a_track() -> None:
+    # each player's box shows the other's number once mid-track and once at its end (crowded frames)
+    rows = _twins(swapped=False)
+    out = link_tracks(
+        *_scene(rows, lambda row: (11 - _player(row) if row[0] in (10, 49) else _player(row), 0.97))
+    )
+    assert _tracks_of_player(out, 5) == {1}
+    assert _tracks_of_player(out, 6) == {2}
