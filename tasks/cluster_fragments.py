@@ -312,13 +312,28 @@ def path_distance(shadow: set[int], host: set[int], infos: dict[int, TrackInfo],
     return float(np.median(best))
 
 
+def shirt_number(tracks: set[int], infos: dict[int, TrackInfo]) -> int | None:
+    """The jersey number of a set of tracks: the one most of its numbered tracks' samples read."""
+    votes: Counter[int] = Counter()
+    for t in tracks:
+        number = infos[t].features.get("number")
+        if number is not None:
+            votes[int(number[0])] += infos[t].samples
+    return votes.most_common(1)[0][0] if votes else None
+
+
 def track_shadows(
     infos: dict[int, TrackInfo], members: Sequence[int], params: ClusterParams
 ) -> dict[int, int]:
     """The short tracks (fewer than ``shadow_max_rows`` rows) of one team that lie, all their life,
     on top of a longer team-mate track (median within ``shadow_track_distance`` box heights, and
-    inside its time span), each with that host: a duplicate box, left out of the chaining."""
-    short = [t for t in members if infos[t].samples < params.shadow_max_rows]
+    inside its time span), each with that host: a duplicate box, left out of the chaining. A short
+    track that reads a jersey number is chained like any other: it may be a team-mate running with
+    the host (link cuts a track where its number switches, and leaves such short parts), and a
+    duplicate box reading the host's number still ends up with him (:func:`merge_by_number`)."""
+    short = [
+        t for t in members if infos[t].samples < params.shadow_max_rows and shirt_number({t}, infos) is None
+    ]
     hosts = [t for t in members if infos[t].samples >= params.shadow_max_rows]
     out = {}
     for t in short:
@@ -343,7 +358,8 @@ def absorb_shadows(
     ``shadow_distance`` box heights of a longer same-team identity's boxes seen within
     ``shadow_window_s`` joins the nearest such identity: it is the tracker's second box on one
     player (a swap or a duplicate while two players cross), not a player of its own. A brief real
-    appearance (a player crossing a corner of the picture) is not on top of anyone and stays.
+    appearance (a player crossing a corner of the picture) is not on top of anyone and stays; nor
+    does one that reads another jersey number than the identity it lies on (a second player).
     """
 
     def rows(d: Identity) -> int:
@@ -355,10 +371,11 @@ def absorb_shadows(
         if d.kind != "player" or rows(d) >= params.shadow_max_rows:
             kept.append(d)
             continue
+        number = shirt_number(d.tracks, infos)
         near = [
             (shadow_distance(d, h, infos, params.shadow_window_s), i)
             for i, h in enumerate(hosts)
-            if h.team == d.team
+            if h.team == d.team and (number is None or shirt_number(h.tracks, infos) in (None, number))
         ]
         best = min(near, default=(float("inf"), -1))
         if best[0] <= params.shadow_distance:

@@ -258,6 +258,26 @@ def test_a_duplicate_box_on_a_team_mate_is_theirs_even_when_it_looks_like_a_late
     assert sorted(sorted(ts) for ts in chained) == [[1], [2], [3, 4], [5]]  # without the rule
 
 
+def test_a_short_track_on_a_team_mate_that_reads_another_number_is_another_player() -> None:
+    # 5 rows on top of red player 1 (the tracker's part of a team-mate running with him, cut off by
+    # link where its number switched): a shadow by position, another player by his number
+    spec = [(1, RED, 0, 0.0, 10.0, 400.0), (2, RED, 1, 5.0, 6.0, 405.0), (3, BLUE, 2, 0.0, 10.0, 700.0)]
+    assert sorted(sorted(ts) for ts in _Game(spec).identities()["track_ids"].to_list()) == [[1, 2], [3]]
+    read = _Game(spec, numbers={1: 22, 2: 7, 3: 4}).identities()
+    assert sorted(sorted(ts) for ts in read["track_ids"].to_list()) == [[1], [2], [3]]
+
+
+def test_a_short_track_on_a_team_mate_goes_to_the_player_whose_number_it_reads() -> None:
+    spec = [
+        (1, RED, 0, 0.0, 10.0, 400.0),
+        (2, RED, 1, 5.0, 6.0, 405.0),  # on top of player 1, reading 7 ...
+        (3, RED, 1, 7.0, 10.0, 1100.0),  # ... the number of a team-mate seen later far away
+        (4, BLUE, 2, 0.0, 10.0, 700.0),
+    ]
+    read = _Game(spec, numbers={1: 22, 2: 7, 3: 7, 4: 4}).identities()
+    assert sorted(sorted(ts) for ts in read["track_ids"].to_list()) == [[1], [2, 3], [4]]
+
+
 def test_tracks_overlapping_longer_than_a_hand_over_are_never_one_person() -> None:
     same_look = _Game([(1, RED, 0, 0, 6, 100), (2, RED, 0, 3, 10, 500)])
     assert len(same_look.identities()) == 2
