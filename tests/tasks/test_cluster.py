@@ -6,6 +6,7 @@ tests at the end run embed + cluster on generated footage with ground-truth boxe
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from tasks.detect_track import DetectParams
 from tasks.quality import identities_of, label_tracks, track_whole
 from tasks.screentime import compute_screentime
 from tests.fixtures.identities import (
+    GAME_SPEC,
     EpisodeCase,
     GameCase,
     cast_purity,
@@ -498,16 +500,48 @@ def test_players_are_put_in_the_right_team(identity_game: GameCase) -> None:
     assert set(identities.filter(pl.col("kind") == "player")["team"]) == {"A", "B"}
 
 
-# On the same clip tracked by detect_track (not ground truth): team accuracy 0.998 of player-frames.
+# On the same clip tracked by detect_track (not ground truth), the whole chain (detect_track, stitch
+# and link, embed, cluster, screentime under the default preset): team accuracy 0.998 of
+# player-frames; 14 player identities for 14 players; screen-time error per player mean 1.82 %, max
+# 12.8 % (one player's first 1.6 s, before 2 s unseen, went to an identity of its own: the boxes at
+# 640x360 are too small for a number to be read) and 6.3 % with the best identities these tracks
+# allow (bench/tracking_quality.py has the full-size clips).
 TRACKED_TEAM_ACCURACY_FLOOR = 0.98
+TRACKED_SCREENTIME_MEAN_CEILING = 0.025
 
 
-def test_players_are_put_in_the_right_team_on_tracked_boxes(identity_game: GameCase) -> None:
+@pytest.fixture(scope="module")
+def tracked_game(identity_game: GameCase) -> tuple[GameCase, pl.DataFrame]:
+    """The identity game tracked by detect_track: the case with its tracks labelled, and the identities."""
     video = identity_game.clip.video_path
     tracks, identities = identities_of(video, track_whole(video, DetectParams()))
-    labelled = label_tracks(identity_game.truth, tracks)
+    return replace(identity_game, tracks=label_tracks(identity_game.truth, tracks)), identities
+
+
+def test_players_are_put_in_the_right_team_on_tracked_boxes(
+    tracked_game: tuple[GameCase, pl.DataFrame],
+) -> None:
+    case, identities = tracked_game
+    labelled = case.tracks
     assert labelled["person_id"].null_count() < labelled.height / 10  # the boxes really are the players
     assert team_accuracy(identities, labelled) >= TRACKED_TEAM_ACCURACY_FLOOR
+
+
+def test_players_and_their_screen_time_on_tracked_boxes(tracked_game: tuple[GameCase, pl.DataFrame]) -> None:
+    case, identities = tracked_game
+    found, truth = player_count(identities, case.tracks)
+    assert abs(found - truth) <= PLAYER_COUNT_TOLERANCE * truth
+    result = compute_screentime(
+        identities,
+        case.tracks,
+        duration_s=case.duration_s,
+        params="default",
+        analysis_fps=5.0,
+        frame_sizes={"main": (GAME_SPEC.width, GAME_SPEC.height)},
+    )
+    errors = game_screentime_errors(result.table, identities, case)
+    assert len(errors) == truth
+    assert sum(errors.values()) / len(errors) <= TRACKED_SCREENTIME_MEAN_CEILING
 
 
 def test_fragments_merge_into_about_one_identity_per_player(identity_game: GameCase) -> None:
