@@ -146,6 +146,23 @@ def test_a_track_claims_the_untracked_detection_it_was_born_from() -> None:
     assert claim_starts(shifted)["track_id"].to_list()[1] is None
 
 
+def test_a_claim_is_not_given_up_to_pair_two_starts_with_boxes_out_of_their_reach() -> None:
+    # tracks 1 and 2 start on one frame; of the two untracked boxes before it, only the one at 250 is
+    # in reach (of track 1). The summed distances favour 1 -> 1000 and 2 -> 250, both out of reach.
+    schema = {"angle": pl.Utf8, "frame": pl.Int32, "x1": pl.Float32, "y1": pl.Float32, "x2": pl.Float32}
+    schema |= {"y2": pl.Float32, "track_id": pl.Int64}
+    table = pl.DataFrame(
+        [
+            _start_row(5, 250.0, None),
+            _start_row(5, 1000.0, None),
+            _start_row(10, 300.0, 1),
+            _start_row(10, 0.0, 2),
+        ],
+        schema=schema,
+    )
+    assert claim_starts(table)["track_id"].to_list() == [1, None, 1, 2]
+
+
 # two team-mates: one kit, told apart by skin and hair (APPEARANCE_LAYOUT: skin, then hair)
 PALE = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0, 75.0, 10.0, 20.0, 25.0, 5.0, 10.0)
 DARK = (50.0, 60.0, 40.0, 30.0, 0.0, 0.0, 35.0, 15.0, 25.0, 60.0, 10.0, 30.0)
