@@ -14,7 +14,8 @@ tracks across chunks as usual:
 2. frames on the analysis grid (the same grid as detect_track) are scaled so the smallest face
    expected (``min_face_frac`` of the frame height) is ≥ 80 px for dlib's HOG detector — upsampling
    once when the frame is too small for that — and searched for frontal faces;
-3. faces are linked to the shot's live tracks by IoU (Hungarian, ≥ ``link_iou``); a track survives
+3. faces are linked to the shot's live tracks by IoU (Hungarian over the pairs ≥ ``link_iou``, so
+   two poor pairs never outweigh a good one); a track survives
    ``max_missed`` analysed frames without a face, and every track ends at a cut.
 """
 
@@ -83,6 +84,7 @@ class _Linker:
         ids = [-1] * len(boxes)
         if self.live and len(boxes):
             iou = _iou_matrix(np.stack([t.box for t in self.live]), boxes)
+            iou[iou < self.params.link_iou] = 0.0  # a pair under link_iou must not win the sum
             rows, cols = linear_sum_assignment(-iou)
             for r, c in zip(rows, cols, strict=True):
                 if iou[r, c] >= self.params.link_iou:

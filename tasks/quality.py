@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
@@ -146,6 +147,7 @@ def _owners(gt: pl.DataFrame, rows: pl.DataFrame, min_iou: float) -> list[int]:
     )
     owner = [-1] * len(rows)
     if iou.size:
+        iou = np.where(iou >= min_iou, iou, 0.0)  # a pair under min_iou must not win the sum
         for g, p in zip(*linear_sum_assignment(-iou), strict=True):
             if iou[g, p] >= min_iou:
                 owner[int(p)] = int(g)
