@@ -165,12 +165,54 @@ def team_switch(
     return None if best is None else best[1]
 
 
+INNER_MIN_SAMPLES = 10  # a label inside another's run needs this many samples to be cut out
+INNER_SHARE = 0.9  # of which this share, and this share of the samples around it, their own label
+
+
+def inner_switch(
+    times: np.ndarray, labels: Sequence[str], min_samples: int, inner_min: int, share: float
+) -> list[float]:
+    """Where a sequence of labels switches to another label and back, when no single cut divides it
+    (one label around another's): the two cuts of the block of ``inner_min`` or more labels, ``share``
+    of them one label, with ``min_samples`` or more labels on either side of it of which ``share``
+    are one other label (the block agreeing most with its own label and the rest with theirs); none
+    if none does.
+    Blocks start and end where the label changes."""
+    order = np.argsort(times, kind="stable")
+    t, v = times[order], [labels[i] for i in order]
+    n = len(v)
+    if n < inner_min + min_samples:
+        return []
+    names = sorted(set(v))
+    counts = np.zeros((n + 1, len(names)), np.int64)
+    for i, label in enumerate(v):
+        counts[i + 1] = counts[i]
+        counts[i + 1, names.index(label)] += 1
+    changes = [k for k in range(1, n) if v[k] != v[k - 1]]
+    best: tuple[int, float, float] | None = None
+    for a in changes:
+        for b in changes:
+            inner = counts[b] - counts[a]
+            size = b - a
+            if size < inner_min or a < min_samples or n - b < min_samples:
+                continue
+            outer = counts[n] - inner
+            own, other = int(inner.argmax()), int(outer.argmax())
+            agree = int(inner[own]) + int(outer[other])
+            if own == other or inner[own] < share * size or outer[other] < share * (n - size):
+                continue
+            if best is None or agree > best[0]:
+                best = (agree, float((t[a - 1] + t[a]) / 2), float((t[b - 1] + t[b]) / 2))
+    return [] if best is None else [best[1], best[2]]
+
+
 def label_switches(times: np.ndarray, labels: Sequence[str], min_samples: int, share: float) -> list[float]:
     """Every time a (time-sorted) sequence of labels clearly switches from one label to another:
-    :func:`team_switch`'s best cut, then the same on each side of it, recursively."""
+    :func:`team_switch`'s best cut, then the same on each side of it, recursively; where no single
+    cut divides a part, a long block of one label inside another's (:func:`inner_switch`)."""
     switch = team_switch(times, labels, min_samples, share)
     if switch is None:
-        return []
+        return inner_switch(times, labels, min_samples, INNER_MIN_SAMPLES, INNER_SHARE)
     left = times < switch[0]
     before = [v for v, k in zip(labels, left, strict=True) if k]
     after = [v for v, k in zip(labels, left, strict=True) if not k]

@@ -155,3 +155,19 @@ def test_one_read_of_another_number_does_not_cut_a_track() -> None:
     )
     assert _tracks_of_player(out, 5) == {1}
     assert _tracks_of_player(out, 6) == {2}
+
+
+def test_a_team_mate_s_number_inside_a_track_for_seconds_is_cut_out() -> None:
+    # players 5 and 6 run side by side (x and x + 40); the tracker swaps their tracks for frames
+    # 20-33 and back: no single cut divides either track's reads, a block of 14 reads does
+    def track(player: int, f: int) -> int:
+        swapped = 20 <= f <= 33
+        return (1 if player == 5 else 2) if not swapped else (2 if player == 5 else 1)
+
+    rows = [(f, track(5, f), 8.0 * f, PALE) for f in range(50)]
+    rows += [(f, track(6, f), 8.0 * f + 40.0, PALE) for f in range(50)]
+    out = link_tracks(*_scene(rows, lambda row: (5 if row[2] == 8.0 * row[0] else 6, 0.97)))
+    ids = {(f, x): int(t) for f, x, t in out.select("frame", "x1", "track_id").iter_rows()}
+    five = {ids[(f, 8.0 * f)] for f in range(50)}
+    six = {ids[(f, 8.0 * f + 40.0)] for f in range(50)}
+    assert not five & six  # no track holds both players
