@@ -176,8 +176,7 @@ def inner_switch(
     (one label around another's): the two cuts of the block of ``inner_min`` or more labels, ``share``
     of them one label, with ``min_samples`` or more labels on either side of it of which ``share``
     are one other label (the block agreeing most with its own label and the rest with theirs); none
-    if none does.
-    Blocks start and end where the label changes."""
+    if none does. Blocks start and end where the label changes."""
     order = np.argsort(times, kind="stable")
     t, v = times[order], [labels[i] for i in order]
     n = len(v)
