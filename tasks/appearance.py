@@ -21,7 +21,7 @@ while its frame is in memory (:func:`appearance_vectors`), embed reads them from
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Final, NamedTuple
 
@@ -50,6 +50,17 @@ APPEARANCE_MODEL: Final = (
     f"lab-bands-v2 ({APPEARANCE_DIM}-d: torso/shorts/skin/hair CIELAB medians + ab histogram"
     f" + jersey number read by {NUMBER_MODEL})"
 )
+
+
+def number_read(vector: Sequence[float] | np.ndarray | None, min_conf: float) -> int | None:
+    """The jersey number an appearance vector carries when the reader was ``min_conf`` sure of it
+    (None: no vector, one without the number slots, nothing readable, or a doubtful read)."""
+    where, conf = APPEARANCE_LAYOUT["number"].start, APPEARANCE_LAYOUT["number_conf"].start
+    if vector is None or len(vector) <= conf:
+        return None
+    number, confidence = float(vector[where]), float(vector[conf])
+    return round(number) if number >= 0.5 and confidence >= min_conf else None
+
 
 # Bands as fractions of the box height (top = 0), for an upright person whose box runs from the top of
 # the head to the feet: hair 0-5 %, shoulders at ~17 % and hips at ~48 %, so the jersey fills 20-45 %;

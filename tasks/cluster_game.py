@@ -178,7 +178,7 @@ from itertools import pairwise
 import numpy as np
 import polars as pl
 
-from tasks.appearance import APPEARANCE_LAYOUT
+from tasks.appearance import APPEARANCE_LAYOUT, number_read
 from tasks.cluster_base import (
     ClusterParams,
     Identity,
@@ -395,15 +395,9 @@ def _box(row: np.ndarray) -> np.ndarray:
 
 def sample_numbers(vectors: np.ndarray, params: ClusterParams) -> list[int | None]:
     """Each sample's jersey number where it was read with ``number_min_conf`` or more (else None)."""
-    where = APPEARANCE_LAYOUT["number_conf"].start
-    if vectors.ndim != 2 or vectors.shape[1] <= where:
+    if vectors.ndim != 2:
         return [None] * len(vectors)
-    number = vectors[:, APPEARANCE_LAYOUT["number"]].ravel()
-    confidence = vectors[:, APPEARANCE_LAYOUT["number_conf"]].ravel()
-    return [
-        round(float(n)) if n >= 0.5 and c >= params.number_min_conf else None
-        for n, c in zip(number, confidence, strict=True)
-    ]
+    return [number_read(v, params.number_min_conf) for v in vectors]
 
 
 def dominant_number(reads: Sequence[int | None], params: ClusterParams) -> int | None:

@@ -104,7 +104,7 @@ import numpy as np
 import polars as pl
 from scipy.optimize import linear_sum_assignment
 
-from tasks.appearance import APPEARANCE_LAYOUT
+from tasks.appearance import APPEARANCE_LAYOUT, number_read
 from tasks.cluster_fragments import label_switches
 from tasks.untangle import crossings, side_look, untangle
 
@@ -268,10 +268,12 @@ def link_tracks(
     """``detections`` (global ``track_id``) with each chain of linked tracks under its first track's id."""
     if appearance is None or appearance.is_empty() or detections.is_empty():
         return detections
-    looks = angle_looks(detections, appearance)  # per row, and linking only changes track ids
+    vectors = angle_vectors(detections, appearance)  # per row, and linking only changes track ids
+    looks = {angle: looks_of(rows) for angle, rows in vectors.items()}
+    numbers = {angle: numbers_of(rows, params.number_min_conf) for angle, rows in vectors.items()}
     untangled = untangle_tracks(detections, looks, params)
     refound_cut = split_tracks(join_tracks(untangled, appearance, params), looks, params)
-    return cut_number_switches(refound_cut, angle_numbers(detections, appearance, params), params)
+    return cut_number_switches(refound_cut, numbers, params)
 
 
 def join_tracks(detections: pl.DataFrame, appearance: pl.DataFrame, params: LinkParams) -> pl.DataFrame:
@@ -406,56 +408,33 @@ def row_vectors(tracked: pl.DataFrame, appearance: pl.DataFrame) -> list[list[fl
     return list(joined["vector"].to_list())
 
 
-def row_looks(tracked: pl.DataFrame, appearance: pl.DataFrame) -> np.ndarray:
-    """Per row of ``tracked``: its look (torso, shorts, skin and hair CIELAB, lightness halved),
-    NaN where the box had no appearance vector."""
+def looks_of(vectors: list[list[float] | None]) -> np.ndarray:
+    """Per vector (:func:`row_vectors`): its look (torso, shorts, skin and hair CIELAB, lightness
+    halved), NaN where the box had no appearance vector."""
     dims = np.concatenate(
         [np.arange(APPEARANCE_LAYOUT[b].start, APPEARANCE_LAYOUT[b].stop) for b in LOOK_BANDS]
     )
     weight = np.tile([0.5, 1.0, 1.0], len(LOOK_BANDS))
-    out = np.full((tracked.height, len(dims)), np.nan)
-    for i, v in enumerate(row_vectors(tracked, appearance)):
+    out = np.full((len(vectors), len(dims)), np.nan)
+    for i, v in enumerate(vectors):
         if v is not None and len(v) > dims.max():
             out[i] = np.asarray(v, np.float64)[dims] * weight
     return out
 
 
-def row_numbers(tracked: pl.DataFrame, appearance: pl.DataFrame, min_conf: float) -> np.ndarray:
-    """Per row of ``tracked``: the jersey number read on its box with ``min_conf`` or more, 0 where
-    none was (no vector, no number readable, or a doubtful read)."""
-    number, confidence = APPEARANCE_LAYOUT["number"].start, APPEARANCE_LAYOUT["number_conf"].start
-    out = np.zeros(tracked.height, np.int64)
-    for i, v in enumerate(row_vectors(tracked, appearance)):
-        if v is not None and len(v) > confidence and v[confidence] >= min_conf and v[number] >= 0.5:
-            out[i] = round(v[number])
-    return out
+def numbers_of(vectors: list[list[float] | None], min_conf: float) -> np.ndarray:
+    """Per vector (:func:`row_vectors`): the jersey number read on its box with ``min_conf`` or more
+    (:func:`tasks.appearance.number_read`), 0 where none was."""
+    return np.array([number_read(v, min_conf) or 0 for v in vectors], np.int64)
 
 
-def per_angle(
-    detections: pl.DataFrame,
-    appearance: pl.DataFrame,
-    rows_of: Callable[[pl.DataFrame, pl.DataFrame], np.ndarray],
-) -> dict[str, np.ndarray]:
-    """Each angle's ``rows_of(tracked rows, appearance)`` (in ``detections``' order)."""
+def angle_vectors(detections: pl.DataFrame, appearance: pl.DataFrame) -> dict[str, list[list[float] | None]]:
+    """Each angle's :func:`row_vectors` of its tracked rows (in ``detections``' order)."""
     tracked = detections.filter(pl.col("track_id").is_not_null())
     return {
-        str(angle): rows_of(rows, appearance.filter(pl.col("angle") == angle))
+        str(angle): row_vectors(rows, appearance.filter(pl.col("angle") == angle))
         for (angle,), rows in tracked.partition_by("angle", as_dict=True).items()
     }
-
-
-def angle_looks(detections: pl.DataFrame, appearance: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Each angle's :func:`row_looks` of its tracked rows (in ``detections``' order)."""
-    return per_angle(detections, appearance, row_looks)
-
-
-def angle_numbers(
-    detections: pl.DataFrame, appearance: pl.DataFrame, params: LinkParams
-) -> dict[str, np.ndarray]:
-    """Each angle's :func:`row_numbers` of its tracked rows (in ``detections``' order)."""
-    return per_angle(
-        detections, appearance, lambda rows, seen: row_numbers(rows, seen, params.number_min_conf)
-    )
 
 
 def relabel_per_angle(
@@ -464,8 +443,9 @@ def relabel_per_angle(
     relabel: Callable[[pl.DataFrame, np.ndarray], np.ndarray],
 ) -> pl.DataFrame:
     """``detections`` with each angle's tracked rows under the track ids ``relabel(rows, looks)``
-    gives them (``looks``: per-row values such as :func:`angle_looks` of ``detections``, or of a
-    table that differs from it only in track ids: the rows that have one are the same)."""
+    gives them (``looks``: per-row values of each angle's tracked rows of ``detections``, such as
+    :func:`looks_of` their :func:`angle_vectors`, or of a table that differs from it only in track
+    ids: the rows that have one are the same)."""
     indexed = detections.with_row_index("_row")
     ids = detections["track_id"].to_list()
     tracked = indexed.filter(pl.col("track_id").is_not_null())
@@ -501,7 +481,8 @@ def cut_number_switches(
     detections: pl.DataFrame, numbers: dict[str, np.ndarray], params: LinkParams
 ) -> pl.DataFrame:
     """``detections`` with each track cut wherever its confident jersey-number reads switch from
-    one number to another (``numbers``: :func:`angle_numbers`); each part after a cut takes a new id."""
+    one number to another (``numbers``: :func:`numbers_of` each angle's rows); each part after a cut
+    takes a new id."""
     next_id = int(detections["track_id"].drop_nulls().to_numpy().max(initial=0)) + 1
 
     def cut(rows: pl.DataFrame, reads: np.ndarray) -> np.ndarray:
