@@ -21,6 +21,18 @@ Measured on the quality set (``bench/tracking_quality.py``, 5 clips x 20 s), sto
 buffered IoU -> this association (+ tracks started on confident boxes) -> + the Kalman noise:
 tracks MOTA 0.834 -> 0.880 -> 0.895, IDF1 0.641 -> 0.764 -> 0.789; team accuracy of the
 identities built on the tracks 0.92 -> 0.996 -> 0.995.
+
+Tried and not kept: the jersey numbers as a veto (each box's read, ``number_min_conf`` 0.9, passed
+with its kit feature; a track whose number 2 reads and 70 % of its reads establish is not matched,
+in either association stage, to a box reading another). On the five quality sets (20 s tuned / +100
+/ +200, 60 s tuned / +100, whole pipeline, default preset) it made mostly better tracks — MOTA
+0.916 / 0.901 / 0.913 / 0.901 / 0.891 -> 0.922 / 0.912 / 0.919 / 0.908 / 0.899, IDF1 0.885 / 0.824
+/ 0.894 / 0.656 / 0.605 -> 0.871 / 0.828 / 0.912 / 0.676 / 0.655, identity IDF1 +0.004-0.012 —
+but not better screen time: players over 3 % of the clip 2 / 6 / 3 / 5 / 7 -> 3 / 6 / 4 / 6 / 7,
+mean error 1.11 / 1.35 / 0.95 / 0.95 / 1.09 % -> 1.34 / 1.33 / 1.10 / 0.96 / 1.15 %. The vetoed
+track lets a player go behind a team-mate whose number shows, and his identity's gap then passes
+the screen-time holds by a frame or two (a mixed track had covered him). The code is on the
+``exp/number-veto`` branch.
 """
 
 from __future__ import annotations
