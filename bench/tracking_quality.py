@@ -16,10 +16,9 @@ Identities are scored on the screen time per player too: under the ``default`` p
 breakdown reports), ``strict``, and the best any clustering of these tracks could do; and, stricter,
 on the time per player that the ``default`` intervals get wrong (on screen in them and not in the
 truth, or the other way round: where the totals let a second missed and another credited wrongly
-cancel, this adds them up). The set was
-tuned on; ``--seed-offset 100`` renders the same kinds of clip with other seeds, ``--duration 60``
-makes every clip 60 s long instead of 20 s (harder: players leave and come back, and their
-fragments must be chained over longer gaps; ~3x the time).
+cancel, this adds them up). The set was tuned on; ``--seed-offset 100`` renders the same kinds of
+clip with other seeds, ``--duration 60`` makes every clip 60 s long instead of 20 s (harder: players
+leave and come back, and their fragments must be chained over longer gaps; ~3x the time).
 
 Last, every true player sample (a player visible on an analysed frame) is counted by how visible he
 was and by what became of it (:func:`missed_samples`): covered by his own identity, by a track that
