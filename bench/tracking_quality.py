@@ -61,7 +61,7 @@ from tasks.quality import (
     track_chunked,
     track_whole,
 )
-from tasks.screentime import ScreentimeResult, compute_screentime
+from tasks.screentime import compute_screentime
 from tasks.stitch import tracks_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scoring helpers live with the tests
@@ -108,14 +108,15 @@ def main() -> None:
             tracked = cached_tracks(spec, clip, params, args.chunk, args.overlap)
             tracks.append(tracked)
             rows.append(score(clip, tracked, args.cache is not None and args.cache_embeddings))
-        screen = {
+        timed = {
             (name, oracle): [
-                screentime_errors(c, r, args.fps, name, oracle) for c, r in zip(clips, rows, strict=True)
+                screentime(c, r, args.fps, name, oracle) for c, r in zip(clips, rows, strict=True)
             ]
             for name in ("default", "strict")
             for oracle in (False, True)
         }
-        wrong = [misattributed(c, r, args.fps) for c, r in zip(clips, rows, strict=True)]
+        screen = {key: [list(game_screentime_errors(*t).values()) for t in per] for key, per in timed.items()}
+        wrong = [list(game_misattributed_time(*t).values()) for t in timed["default", False]]
         budget = pl.concat(
             [
                 missed_samples(clip, tracked, row, round(probe_video(clip.video_path).fps / args.fps))
@@ -208,29 +209,17 @@ def score(clip: SynthClip, tracked: Tracked, keep_embeddings: bool) -> ClipScore
     )
 
 
-def screentime_errors(
+def screentime(
     clip: SynthClip, row: ClipScores, fps: float, preset: str, oracle: bool = False
-) -> list[float]:
-    """Per true player: |screen time of the identity holding most of their rows - truth| / duration,
-    under the screentime ``preset`` (``default`` is what a breakdown reports; ``strict`` counts only
-    the analysed samples that were detected). ``oracle``: of the identities built from the truth on
-    the same tracks (``truth_identities``: each track whole to its majority person), the least error
-    any clustering of these tracks can reach."""
-    result, identities, case = _screentime(clip, row, fps, preset, oracle)
-    return list(game_screentime_errors(result.table, identities, case).values())
-
-
-def misattributed(clip: SynthClip, row: ClipScores, fps: float, preset: str = "default") -> list[float]:
-    """Per true player: the time his identity's intervals disagree with the truth, / duration
-    (:func:`tests.fixtures.identities.game_misattributed_time`: time missed and time credited wrongly
-    add up instead of cancelling)."""
-    result, identities, case = _screentime(clip, row, fps, preset, False)
-    return list(game_misattributed_time(result.table, identities, case).values())
-
-
-def _screentime(
-    clip: SynthClip, row: ClipScores, fps: float, preset: str, oracle: bool
-) -> tuple[ScreentimeResult, pl.DataFrame, GameCase]:
+) -> tuple[pl.DataFrame, pl.DataFrame, GameCase]:
+    """The screentime table of a clip's identities under ``preset``, the identities and the scoring
+    case: what :func:`tests.fixtures.identities.game_screentime_errors` (per true player, |screen
+    time of the identity holding most of their rows - truth| / duration) and
+    :func:`~tests.fixtures.identities.game_misattributed_time` (the time those intervals disagree with
+    the truth: missed and credited wrongly add up instead of cancelling) score. ``default`` is what a
+    breakdown reports; ``strict`` counts only the analysed samples that were detected. ``oracle``: of
+    the identities built from the truth on the same tracks (``truth_identities``: each track whole to
+    its majority person), the least error any clustering of these tracks can reach."""
     assert row.identity is not None
     truth = pl.read_parquet(clip.ground_truth_path)
     probe = probe_video(clip.video_path)
@@ -245,7 +234,7 @@ def _screentime(
         analysis_fps=fps,
         frame_sizes={angle: (probe.width, probe.height) for angle in labelled["angle"].unique()},
     )
-    return result, identities, GameCase(clip, truth, labelled, pl.DataFrame(), duration, probe.fps)
+    return result.table, identities, GameCase(clip, truth, labelled, pl.DataFrame(), duration, probe.fps)
 
 
 VISIBILITY = ((0.0, 0.3, "< 0.3"), (0.3, 0.7, "0.3-0.7"), (0.7, 1.01, ">= 0.7"))
@@ -339,7 +328,7 @@ def print_identities(
 ) -> None:
     """Identity scores per clip; screen-time error per player as mean / max under the ``default``
     preset, then ``strict``, then (in brackets) the best possible on these tracks under ``default``;
-    last, the time per player the ``default`` intervals get wrong (:func:`misattributed`)."""
+    last, the time per player the ``default`` intervals get wrong (:func:`screentime`)."""
     head = f"\n{'identities':18s} {'MOTA':>6s} {'IDF1':>6s} {'HOTA':>6s} {'IDSW':>5s}"
     print(
         head + f" | {'team acc':>8s} {'players':>9s} | screen-time error per player, mean / max: "
