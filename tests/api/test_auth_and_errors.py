@@ -187,7 +187,9 @@ def test_openapi_documents_every_route_with_models_errors_and_bearer_auth(api_se
             assert "500" in responses and "429" in responses, (method, path)
             if path.startswith("/v1"):
                 # a signed file link (fileUrl) is its own credential
-                expected = [] if path.startswith("/v1/files/") else [{"HTTPBearer": []}]
+                expected: list[dict[str, list[str]]] = (
+                    [] if path.startswith("/v1/files/") else [{"HTTPBearer": []}]
+                )
                 assert operation["security"] == expected, (method, path)
                 assert {"401", "422"} <= set(responses), (method, path)
                 assert responses["401"]["content"]["application/json"]["schema"] == {

@@ -36,7 +36,7 @@ def test_video_has_the_specified_frames_size_and_rate(game_clip: SynthClip, game
             game_spec.height,
         )
         assert stream.codec_context.name == "h264"
-        assert float(stream.average_rate) == game_spec.fps
+        assert stream.average_rate == game_spec.fps
     assert len(_decoded_frames(game_clip.video_path)) == game_spec.frame_count == game_clip.frame_count
 
 
@@ -48,7 +48,7 @@ def test_ground_truth_boxes_are_inside_the_frame_and_not_degenerate(
     assert (gt["x1"] >= 0).all() and (gt["y1"] >= 0).all()
     assert (gt["x2"] <= game_spec.width).all() and (gt["y2"] <= game_spec.height).all()
     assert ((gt["x2"] - gt["x1"]) >= 1).all() and ((gt["y2"] - gt["y1"]) >= 1).all()
-    assert gt["frame"].max() < game_spec.frame_count
+    assert (gt["frame"] < game_spec.frame_count).all()
 
 
 def test_people_keep_their_id_team_and_number(game_clip: SynthClip, game_spec: GameSpec) -> None:
@@ -57,7 +57,7 @@ def test_people_keep_their_id_team_and_number(game_clip: SynthClip, game_spec: G
         pl.col("team").n_unique().alias("teams"), pl.col("jersey_number").n_unique().alias("numbers")
     )
     assert (per_id["teams"] == 1).all() and (per_id["numbers"] == 1).all()
-    assert gt["person_id"].max() <= 2 * game_spec.players_per_team + game_spec.referees
+    assert (gt["person_id"] <= 2 * game_spec.players_per_team + game_spec.referees).all()
     assert set(gt["team"].unique()) <= {"home", "away", "referee"}
     # one row per person per frame
     assert gt.select("frame", "person_id").is_duplicated().sum() == 0
@@ -68,7 +68,7 @@ def test_people_keep_their_id_team_and_number(game_clip: SynthClip, game_spec: G
         .with_columns(dx=pl.col("cx").diff().abs().over("person_id"))
         .filter(pl.col("df") == 1, pl.col("visible_fraction") > 0.9)
     )
-    assert moves["dx"].max() < game_spec.width * 0.1
+    assert moves.height > 0 and (moves["dx"] < game_spec.width * 0.1).all()
 
 
 def test_visible_fraction_is_a_fraction_and_occlusion_lowers_it(game_clip: SynthClip) -> None:
@@ -211,7 +211,7 @@ def test_ball_table_follows_the_ball_in_world_and_pixels(game_clip: SynthClip, g
     ball = pl.read_parquet(game_clip.ball_path)
     assert ball["frame"].to_list() == list(range(game_spec.frame_count))
     assert ball["in_view"].any()
-    assert ball["world_z"].min() > 0 and ball["world_x"].is_between(-2, 107).all()
+    assert (ball["world_z"] > 0).all() and ball["world_x"].is_between(-2, 107).all()
     steps = np.hypot(np.diff(ball["world_x"].to_numpy()), np.diff(ball["world_y"].to_numpy()))
     assert steps.max() < 30 / game_spec.fps, "the ball never moves faster than a hard shot"
     sidecar = json.loads(game_clip.sidecar_path.read_text())

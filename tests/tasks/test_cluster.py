@@ -6,6 +6,7 @@ tests at the end run embed + cluster on generated footage with ground-truth boxe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ class _Game:
 
     def __init__(
         self,
-        spec: list[tuple[int, tuple[float, float, float], int, float, float, float]],
+        spec: Sequence[tuple[int, tuple[float, float, float], int, float, float, float]],
         numbers: Numbers | None = None,
     ) -> None:
         numbers = numbers or {}

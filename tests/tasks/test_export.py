@@ -171,7 +171,8 @@ def test_the_stage_tasks_write_every_artifact_and_a_breakdown(
 
     store = ArtifactStore.from_settings()
     assert summary["ok"] and summary["pitch_fraction"] > 0.5 and summary["persons_per_frame"] > 5
-    assert store.read_manifest(REF).model_extra["validation"]["ok"] is True
+    extra = store.read_manifest(REF).model_extra
+    assert extra is not None and extra["validation"]["ok"] is True
     assert written[1].endswith("screentime.csv") and store.read_bytes(REF, "screentime_csv").startswith(
         b"scope,"
     )

@@ -13,7 +13,7 @@ from tasks.ingest import Source, VideoProbe, ingest, plan_chunks, probe_video
 
 
 def _settings(*roots: Path, **overrides: object) -> IngestSettings:
-    return IngestSettings(allowed_roots=[str(r) for r in roots], **overrides)  # type: ignore[arg-type]
+    return IngestSettings(allowed_roots=[str(r) for r in roots], **overrides)
 
 
 def test_probe_reports_what_the_file_is(game_clip: SynthClip, game_spec: GameSpec) -> None:

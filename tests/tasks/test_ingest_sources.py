@@ -61,7 +61,7 @@ def http_server(tmp_path: Path) -> Iterator[str]:
 
 
 def _settings(tmp_path: Path, **overrides: object) -> IngestSettings:
-    return IngestSettings(allowed_roots=[str(tmp_path / "footage")], **overrides)  # type: ignore[arg-type]
+    return IngestSettings(allowed_roots=[str(tmp_path / "footage")], **overrides)
 
 
 def _free_port() -> int:

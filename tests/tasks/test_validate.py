@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from infra.errors import NotAGame, WrongVideo
+from infra.errors import FilmroomError, NotAGame, WrongVideo
 from storage.schemas import validate_table
 from tasks.validate import (
     ValidateParams,
@@ -156,7 +156,7 @@ def test_analysed_frames_follow_detect_tracks_stride() -> None:
     ],
 )
 def test_content_checks_raise_the_documented_codes(
-    pitch: list[float], people: int, error: type[Exception] | None
+    pitch: list[float], people: int, error: type[FilmroomError] | None
 ) -> None:
     tracks = _tracks(people=max(people, 1)) if people else _tracks(people=1).head(0)
     report = validate_run(
