@@ -27,10 +27,15 @@ def train_detector(
     train_clips: Annotated[int, typer.Option(help="Synthetic matches to cut training tiles from.")] = 20,
     frames_per_clip: Annotated[int, typer.Option(help="Frames taken from each match.")] = 10,
     epochs: Annotated[int, typer.Option(help="Training epochs (about a minute each here).")] = 25,
+    init: Annotated[
+        str, typer.Option(help="Fine-tune these .pt weights instead of training from scratch.")
+    ] = "",
 ) -> None:
-    """Train YOLO11n from scratch on synthetic frames, then its int8 build (what runs by default);
-    report mAP50-95 of both on held-out matches."""
-    config = TrainConfig(seed=seed, train_clips=train_clips, frames_per_clip=frames_per_clip, epochs=epochs)
+    """Train YOLO11n from scratch (or fine-tune ``--init``) on synthetic frames, then its int8 build
+    (what runs by default); report mAP50-95 of both on held-out matches."""
+    config = TrainConfig(
+        seed=seed, train_clips=train_clips, frames_per_clip=frames_per_clip, epochs=epochs, init=init
+    )
     report = train(config, workdir, out)
     console.print_json(json.dumps(report))
     console.print_json(json.dumps(quantize(QuantizeConfig(seed=seed, name=config.name), workdir, out)))
