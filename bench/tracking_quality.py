@@ -26,8 +26,12 @@ went to another identity, by a detection the tracker left untracked, by a detect
 someone else (one box for two people), by a poor box only, or by no box: where the screen-time
 error comes from.
 
+``--explain`` then prints, for every player over 3 % of the clip under ``default``, what his error is
+made of (:func:`explain`): his true and credited intervals, the error the best grouping of these
+tracks would leave, and which tracks and identities his boxes went to.
+
 Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2] [--cache var/quality-cache]
-      [--seed-offset 100] [--duration 60]
+      [--seed-offset 100] [--duration 60] [--explain]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -61,7 +66,7 @@ from tasks.quality import (
     track_chunked,
     track_whole,
 )
-from tasks.screentime import compute_screentime
+from tasks.screentime import compute_screentime, union_intervals
 from tasks.stitch import tracks_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scoring helpers live with the tests
@@ -70,6 +75,7 @@ from tests.fixtures.identities import (
     game_misattributed_time,
     game_screentime_errors,
     player_count,
+    player_owners,
     team_accuracy,
     truth_identities,
 )
@@ -87,6 +93,11 @@ def main() -> None:
         "--seed-offset", type=int, default=0, help="add this to every clip's seed: clips nothing was tuned on"
     )
     parser.add_argument("--duration", type=float, help="make every clip this long (s; the set's are 20)")
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="what each player over 3%% of the clip lost or gained, and where",
+    )
     args = parser.parse_args()
     ensure_offline()
     params = DetectParams(analysis_fps=args.fps)
@@ -126,6 +137,9 @@ def main() -> None:
     print_tracks(rows)
     print_identities(rows, screen, wrong)
     print_budget(budget)
+    if args.explain:
+        for default, best in zip(timed["default", False], timed["default", True], strict=True):
+            explain(default, best)
 
 
 def _key(*parts: object) -> str:
@@ -365,6 +379,63 @@ def print_identities(
         f"time per player the intervals get wrong (default preset; missed + credited wrongly): "
         f"mean / max {_errors(wrong)}, over 3% of the clip: {over} of {len(wrongly)}"
     )
+
+
+def _spans(intervals: list[tuple[float, float]]) -> str:
+    return " ".join(f"{a:.1f}-{b:.1f}" for a, b in intervals) or "-"
+
+
+def explain(
+    default: tuple[pl.DataFrame, pl.DataFrame, GameCase],
+    best: tuple[pl.DataFrame, pl.DataFrame, GameCase],
+    over: float = 0.03,
+) -> None:
+    """For each player of one clip whose ``default`` error is over ``over``: his true intervals (and
+    where he was under 30 % visible), the intervals of the identity credited with him, the error the
+    best grouping of these tracks would leave, where his boxes went (track, identity, samples, first
+    and last), and the other players' boxes in his identity."""
+    table, identities, case = default
+    errors = game_screentime_errors(*default)
+    best_errors = game_screentime_errors(*best)
+    owner = player_owners(identities, case)
+    credited = dict(zip(table["identity_id"], table["intervals"].to_list(), strict=True))
+    members = identities.select("identity_id", pl.col("track_ids").alias("track_id")).explode("track_id")
+    rows = case.tracks.join(members, on="track_id", how="left")
+    for pid, error in sorted(errors.items()):
+        if error <= over:
+            continue
+        truth = case.truth.filter(pl.col("person_id") == pid)
+        frames = truth["frame"].to_list()
+        faint = truth.filter(pl.col("visible_fraction") < 0.3)["frame"].to_list()
+        identity = owner.get(pid)
+        spans = [(i["start_s"], i["end_s"]) for i in credited.get(identity) or []]
+        print(
+            f"\n{case.clip.video_path.stem} player {pid} ({truth['team'][0]}): error {error:.1%}, "
+            f"{best_errors.get(pid, 0.0):.1%} with the best grouping; identity {identity}"
+        )
+        print(f"  on screen  {_spans(union_intervals((f / case.fps, (f + 1) / case.fps) for f in frames))}")
+        print(f"  under 30 % {_spans(union_intervals((f / case.fps, (f + 1) / case.fps) for f in faint))}")
+        print(f"  credited   {_spans(spans)}")
+        for r in _boxes(rows.filter(pl.col("person_id") == pid), "identity_id"):
+            print(f"  his boxes: track {r['track_id']} (identity {r['identity_id']}) {_seen(r)}")
+        mixed = rows.filter(pl.col("identity_id") == identity, pl.col("person_id").ne_missing(pid))
+        for r in _boxes(mixed, "person_id"):
+            who = "no one" if r["person_id"] is None else f"player {r['person_id']}"
+            print(f"  in his identity: track {r['track_id']} holds {who} {_seen(r)}")
+
+
+def _boxes(rows: pl.DataFrame, by: str) -> list[dict[str, Any]]:
+    """Labelled track rows grouped by track and ``by``: how many, first and last time, in time order."""
+    return (
+        rows.group_by("track_id", by)
+        .agg(pl.len().alias("n"), pl.col("time_s").min().alias("t0"), pl.col("time_s").max().alias("t1"))
+        .sort("t0")
+        .to_dicts()
+    )
+
+
+def _seen(r: dict[str, Any]) -> str:
+    return f"x{r['n']} {r['t0']:.1f}-{r['t1']:.1f}"
 
 
 def _errors(per_clip: list[list[float]]) -> str:
