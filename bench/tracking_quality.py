@@ -31,7 +31,7 @@ made of (:func:`explain`): his true and credited intervals, the error the best g
 tracks would leave, and which tracks and identities his boxes went to.
 
 Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2] [--cache var/quality-cache]
-      [--seed-offset 100] [--duration 60] [--explain]
+      [--seed-offset 100] [--duration 60] [--weights X.onnx] [--explain]
 """
 
 from __future__ import annotations
@@ -94,13 +94,16 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=float, help="make every clip this long (s; the set's are 20)")
     parser.add_argument(
+        "--weights", default="", help="detector weights to score (default: the bundled detector)"
+    )
+    parser.add_argument(
         "--explain",
         action="store_true",
         help="what each player over 3%% of the clip lost or gained, and where",
     )
     args = parser.parse_args()
     ensure_offline()
-    params = DetectParams(analysis_fps=args.fps)
+    params = DetectParams(analysis_fps=args.fps, weights=args.weights)
     specs = tuple(
         s.model_copy(
             update={"seed": s.seed + args.seed_offset}
