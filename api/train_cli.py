@@ -28,13 +28,20 @@ def train_detector(
     frames_per_clip: Annotated[int, typer.Option(help="Frames taken from each match.")] = 10,
     epochs: Annotated[int, typer.Option(help="Training epochs (about a minute each here).")] = 25,
     init: Annotated[
-        str, typer.Option(help="Fine-tune these .pt weights instead of training from scratch.")
-    ] = "",
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="Fine-tune these .pt weights instead of training from scratch."
+        ),
+    ] = None,
 ) -> None:
     """Train YOLO11n from scratch (or fine-tune ``--init``) on synthetic frames, then its int8 build
     (what runs by default); report mAP50-95 of both on held-out matches."""
     config = TrainConfig(
-        seed=seed, train_clips=train_clips, frames_per_clip=frames_per_clip, epochs=epochs, init=init
+        seed=seed,
+        train_clips=train_clips,
+        frames_per_clip=frames_per_clip,
+        epochs=epochs,
+        init=str(init or ""),
     )
     report = train(config, workdir, out)
     console.print_json(json.dumps(report))
