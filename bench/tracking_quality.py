@@ -66,14 +66,16 @@ from tasks.quality import (
     track_chunked,
     track_whole,
 )
-from tasks.screentime import compute_screentime, union_intervals
+from tasks.screentime import compute_screentime
 from tasks.stitch import tracks_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the scoring helpers live with the tests
 from tests.fixtures.identities import (
     GameCase,
+    frame_intervals,
     game_misattributed_time,
     game_screentime_errors,
+    identity_members,
     player_count,
     player_owners,
     team_accuracy,
@@ -402,22 +404,20 @@ def explain(
     best_errors = game_screentime_errors(*best)
     owner = player_owners(identities, case)
     credited = dict(zip(table["identity_id"], table["intervals"].to_list(), strict=True))
-    members = identities.select("identity_id", pl.col("track_ids").alias("track_id")).explode("track_id")
-    rows = case.tracks.join(members, on="track_id", how="left")
+    rows = case.tracks.join(identity_members(identities), on="track_id", how="left")
     for pid, error in sorted(errors.items()):
         if error <= over:
             continue
         truth = case.truth.filter(pl.col("person_id") == pid)
-        frames = truth["frame"].to_list()
-        faint = truth.filter(pl.col("visible_fraction") < 0.3)["frame"].to_list()
+        faint = truth.filter(pl.col("visible_fraction") < 0.3)
         identity = owner.get(pid)
         spans = [(i["start_s"], i["end_s"]) for i in credited.get(identity) or []]
         print(
             f"\n{case.clip.video_path.stem} player {pid} ({truth['team'][0]}): error {error:.1%}, "
             f"{best_errors.get(pid, 0.0):.1%} with the best grouping; identity {identity}"
         )
-        print(f"  on screen  {_spans(union_intervals((f / case.fps, (f + 1) / case.fps) for f in frames))}")
-        print(f"  under 30 % {_spans(union_intervals((f / case.fps, (f + 1) / case.fps) for f in faint))}")
+        print(f"  on screen  {_spans(frame_intervals(truth['frame'].to_list(), case.fps))}")
+        print(f"  under 30 % {_spans(frame_intervals(faint['frame'].to_list(), case.fps))}")
         print(f"  credited   {_spans(spans)}")
         for r in _boxes(rows.filter(pl.col("person_id") == pid), "identity_id"):
             print(f"  his boxes: track {r['track_id']} (identity {r['identity_id']}) {_seen(r)}")
