@@ -7,10 +7,12 @@ every row is scored under its identity's id. Team accuracy is the share of playe
 real tracks that cover a ground-truth player) whose identity is in the right team (issue 4).
 
 ``--cache DIR`` keeps the rendered clips and the tracked (detect_track + stitch) detections, whole
-and chunked, keyed by the clip's spec and the detect/chunk parameters, so a re-run only redoes
-embed, cluster and the scoring (the embeddings too with ``--cache-embeddings``). The key does not
-see code: after changing detect_track, the tracker, link or stitch (or embed, for
-``--cache-embeddings``), use a fresh directory.
+and chunked, so a re-run only redoes embed, cluster and the scoring (the embeddings too with
+``--cache-embeddings``). A clip is keyed by its spec, the renderer's code (``infra/synth``) and the
+libraries that draw and encode it; its tracks by the detect/chunk parameters, the code and models
+under ``tasks/`` and the libraries that decode, detect and track (:func:`fingerprint`). A change to
+any of them renders or tracks again: figures kept from an older cache had silently outlived the code
+and libraries that made them, and a fresh clone did not reproduce them.
 
 Identities are scored on the screen time per player too: under the ``default`` preset (what a
 breakdown reports), ``strict``, and the best any clustering of these tracks could do; and, stricter,
@@ -37,12 +39,14 @@ Run:  .venv/bin/python bench/tracking_quality.py [--chunk 6 --overlap 2] [--cach
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -151,9 +155,27 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+ROOT = Path(__file__).resolve().parents[1]
+RENDER_LIBRARIES = ("av", "numpy", "opencv-python-headless")
+TRACK_LIBRARIES = (*RENDER_LIBRARIES, "lap", "onnxruntime", "polars", "scipy", "ultralytics")
+
+
+@functools.cache
+def fingerprint(folder: str, libraries: tuple[str, ...]) -> str:
+    """A digest of every file under ``folder`` (of the repository; code and bundled models) and of the
+    installed versions of ``libraries``: part of a cache key, so a cache never outlives what made it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    for name in libraries:
+        digest.update(f"{name}=={version(name)}".encode())
+    return digest.hexdigest()[:12]
+
+
 def cached_clip(spec: GameSpec, root: Path, keyint_s: float = 2.0) -> SynthClip:
     """The clip of ``spec`` as ``render_set`` renders it, rendered once per cache directory."""
-    folder = root / "clips" / f"{spec.name}-{_key(spec.model_dump(mode='json'), keyint_s)}"
+    code = fingerprint("infra/synth", RENDER_LIBRARIES)
+    folder = root / "clips" / f"{spec.name}-{_key(spec.model_dump(mode='json'), keyint_s, code)}"
     record = folder / "clip.json"
     if record.exists():
         saved = json.loads(record.read_text())
@@ -183,7 +205,8 @@ class Tracked:
 def cached_tracks(
     spec: GameSpec, clip: SynthClip, params: DetectParams, chunk_s: float, overlap_s: float
 ) -> Tracked:
-    folder = clip.video_path.parent / f"tracks-{_key(params.model_dump(mode='json'), chunk_s, overlap_s)}"
+    key = _key(params.model_dump(mode="json"), chunk_s, overlap_s, fingerprint("tasks", TRACK_LIBRARIES))
+    folder = clip.video_path.parent / f"tracks-{key}"
     whole, chunked, meta = folder / "whole.parquet", folder / "chunked.parquet", folder / "chunks.json"
     if meta.exists():
         return Tracked(
