@@ -61,6 +61,17 @@ class ClusterParams(BaseModel):
         ge=0,
         description="Games: a short track this near a team-mate's, before chaining, is theirs.",
     )
+    bridge_gap_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="Games: a box over two people fills a team-mate's gap of up to this much at each end.",
+    )
+    bridge_slack_heights: float = Field(
+        default=0.8, ge=0, description="Games: a bridged gap's jump allowance, in box heights (as link's)."
+    )
+    bridge_speed_heights_s: float = Field(
+        default=0.6, ge=0, description="Games: and per second of the gap (as link's)."
+    )
     look_noise: float = Field(
         default=20.0, ge=0, description="Games: one sample's look spread; few samples count less."
     )

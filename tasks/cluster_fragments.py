@@ -435,10 +435,11 @@ def stand_on_players(
     params: ClusterParams,
 ) -> list[Identity]:
     """Give each *two-person* track (far taller than the people around it: one box over two
-    players, one standing behind the other, left out of the chaining) to the team-mate identity on
-    whose feet it stands — its rows' feet (median) within ``shadow_distance`` box heights of that
-    identity's boxes seen within ``shadow_window_s`` — the nearest such; with none, it is a player
-    identity of its own."""
+    players, one standing behind the other, left out of the chaining) to the team-mate identity
+    whose gap it bridges (:func:`bridged_identity`: the player behind), else to the one on whose
+    feet it stands — its rows' feet (median) within ``shadow_distance`` box heights of that
+    identity's boxes seen within ``shadow_window_s`` — the nearest such; with neither, it is a
+    player identity of its own."""
     for t in tall:
         me = Identity("player", {t}, team=team_of[t], confidence=confidence.get(t, 0.5))
         near = [
@@ -447,11 +448,45 @@ def stand_on_players(
             if d.kind == "player" and d.team == me.team
         ]
         best = min(near, default=(float("inf"), -1))
-        if best[0] <= params.shadow_distance:
+        bridged = bridged_identity(t, identities, me.team, infos, params)
+        if bridged is not None:
+            identities[bridged].tracks.add(t)
+        elif best[0] <= params.shadow_distance:
             identities[best[1]].tracks.add(t)
         else:
             identities.append(me)
     return identities
+
+
+def bridged_identity(
+    t: int, identities: list[Identity], team: str | None, infos: dict[int, TrackInfo], params: ClusterParams
+) -> int | None:
+    """The index of the one ``team`` player identity whose gap track ``t`` bridges, if exactly one does:
+    unseen while ``t`` lasts, its last track before ends at most ``bridge_gap_s`` before ``t``
+    starts and its first track after starts at most ``bridge_gap_s`` after ``t`` ends, and both
+    moves (into ``t`` and out of it) are within ``bridge_slack_heights + bridge_speed_heights_s x
+    gap`` box heights, the sprint allowance of :mod:`tasks.link`."""
+
+    def plausible(a: TrackInfo, b: TrackInfo) -> bool:
+        gap = max(0.0, b.start - a.end)
+        return jump_heights(a, b) <= params.bridge_slack_heights + params.bridge_speed_heights_s * gap
+
+    me = infos[t]
+    found = []
+    for i, d in enumerate(identities):
+        if d.kind != "player" or d.team != team:
+            continue
+        mine = [infos[u] for u in d.tracks if u in infos]
+        if any(u.start < me.end - 1e-6 and me.start < u.end - 1e-6 for u in mine):
+            continue  # seen meanwhile: not behind anyone
+        before = [u for u in mine if me.start - params.bridge_gap_s <= u.end <= me.start + 1e-6]
+        after = [u for u in mine if me.end - 1e-6 <= u.start <= me.end + params.bridge_gap_s]
+        if not before or not after:
+            continue
+        last, first = max(before, key=lambda u: u.end), min(after, key=lambda u: u.start)
+        if plausible(last, me) and plausible(me, first):
+            found.append(i)
+    return found[0] if len(found) == 1 else None
 
 
 def jump_heights(a: TrackInfo, b: TrackInfo) -> float:
