@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +168,11 @@ def fingerprint(folder: str, libraries: tuple[str, ...]) -> str:
     for path in sorted(p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts):
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     for name in libraries:
-        digest.update(f"{name}=={version(name)}".encode())
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = "absent"
+        digest.update(f"{name}=={installed}".encode())
     return digest.hexdigest()[:12]
 
 

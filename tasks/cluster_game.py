@@ -169,12 +169,13 @@ few frames of occlusion); tracks with fewer than ``min_track_rows`` rows are "ti
   1.57 % (players over 3 % 5 -> 4, IDF1 0.966 -> 0.965). The figures are the same for 12-25 %; at
   30 % the q-dense box (+26 %) is missed. Made ``other`` instead, the boxes' rows are lost to their
   players (IDF1 -0.003 to -0.012 on nine clips, team accuracy 0.996 -> 0.994 on seed+200).
-  The one standing *behind* is the other person in the box, and the one it stands on is tracked
-  anyway (his own track goes on meanwhile), so the box goes first to the team-mate whose gap it
-  bridges, when exactly one does (:func:`tasks.cluster_fragments.bridged_identity`): unseen while
-  it lasts, his tracks end at most ``bridge_gap_s`` = 2 s (the default screen-time hold) before it
-  and start at most 2 s after it, and both moves are within link's sprint allowance
-  (``bridge_slack_heights`` 0.8 + ``bridge_speed_heights_s`` 0.6 x gap box heights). On the tuned
+  The one standing *behind* is the other person in the box, and the one it stands on is mostly
+  tracked anyway (in the case below his own track went on meanwhile), so the box goes first to the
+  team-mate whose gap it bridges, when exactly one does
+  (:func:`tasks.cluster_fragments.bridged_identity`): unseen while it lasts, his tracks end at most
+  ``bridge_gap_s`` = 2 s (the default screen-time hold) before it and start at most 2 s after it,
+  and both moves are within link's sprint allowance (``bridge_slack_heights`` 0.8 +
+  ``bridge_speed_heights_s`` 0.6 x gap box heights). On the tuned
   q-tight-shaky player 19 ran behind team-mate 21 for 1.6 s under one box on 21's feet, and his
   identity lost 7.2-10.8 s: his error 17.5 % -> 0.5 % of the clip at 20 s, 5.8 % -> 0.2 % at 60 s
   (five quality sets, fresh tracks: players over 3 % 4 / 7 / 6 / 4 / 7 -> 3 / 7 / 6 / 3 / 7, no
