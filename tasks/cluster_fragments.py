@@ -19,8 +19,14 @@ NUMBER_CONFLICT = 1e6  # two tracks read with different shirt numbers are two pl
 
 def motion_excess(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
     """Box heights by which the jump from ``a``'s end to ``b``'s start beats a sprint (0 if plausible)."""
+    return jump_excess(a, b, params.motion_slack_heights, params.max_speed_heights_s)
+
+
+def jump_excess(a: TrackInfo, b: TrackInfo, slack_heights: float, speed_heights_s: float) -> float:
+    """Box heights by which the jump from ``a``'s end to ``b``'s start beats an allowance of
+    ``slack_heights + speed_heights_s x gap`` (0 if within it)."""
     gap = max(0.0, b.start - a.end)
-    return max(0.0, jump_heights(a, b) - (params.max_speed_heights_s * gap + params.motion_slack_heights))
+    return max(0.0, jump_heights(a, b) - (speed_heights_s * gap + slack_heights))
 
 
 def look_distance(a: TrackInfo, b: TrackInfo, params: ClusterParams) -> float:
@@ -468,8 +474,7 @@ def bridged_identity(
     gap`` box heights, the sprint allowance of :mod:`tasks.link`."""
 
     def plausible(a: TrackInfo, b: TrackInfo) -> bool:
-        gap = max(0.0, b.start - a.end)
-        return jump_heights(a, b) <= params.bridge_slack_heights + params.bridge_speed_heights_s * gap
+        return jump_excess(a, b, params.bridge_slack_heights, params.bridge_speed_heights_s) == 0.0
 
     me = infos[t]
     found = []
